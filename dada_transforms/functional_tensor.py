@@ -1,0 +1,266 @@
+"""Batched tensor kernels of the 15 DADA operations.
+
+Every kernel is ``kernel(images, arguments, options) -> images`` with ``images``
+of shape ``[N, C, H, W]`` (uint8 in [0, 255] or floating point in [0, 1], C in
+{1, 3}) and ``arguments`` a float tensor ``[N]`` of real, signed arguments, one
+per image. The arithmetic follows PIL's so that results match the PIL kernels:
+integer images agree to within a level or two on colour operations, and
+geometric operations use PIL's pixel-centre convention (nearest = floor).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .fill import fill_for_channels
+
+_SMOOTH_KERNEL = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+
+
+class TensorOptions(NamedTuple):
+    """Per-batch settings for the tensor kernels."""
+
+    fill: tuple[int, int, int] | None  # RGB levels 0..255 for uncovered areas; None = black
+    cutout_fill: tuple[int, int, int]
+    interpolation: str  # "nearest", "bilinear" or "bicubic"
+    cutout_centers: torch.Tensor  # [N, 2] uniform draws in [0, 1) for x and y
+
+
+def _bound(images: torch.Tensor) -> int | float:
+    return 255 if images.dtype == torch.uint8 else 1.0
+
+
+def _fill_tensor(rgb: tuple[int, int, int] | None, images: torch.Tensor) -> torch.Tensor:
+    """The fill as a ``[1, C, 1, 1]`` float tensor on the images' scale."""
+    levels = fill_for_channels(rgb or (0, 0, 0), images.shape[-3])
+    fill = torch.tensor(levels, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return fill if images.dtype == torch.uint8 else fill / 255.0
+
+
+def _to_images_dtype(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Float results back to the images' dtype: uint8 truncates as PIL does."""
+    if like.dtype == torch.uint8:
+        return values.clamp_(0, 255).to(torch.uint8)
+    return values.clamp_(0, 1).to(like.dtype)
+
+
+def _quantized(kernel):
+    """Run a uint8-only kernel on float images by quantising to 8 bits and back."""
+
+    def wrapper(images: torch.Tensor, arguments: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            return kernel(images, arguments, options)
+        as_uint8 = images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        return kernel(as_uint8, arguments, options).to(images.dtype).div_(255)
+
+    wrapper.__name__ = kernel.__name__
+    wrapper.__doc__ = kernel.__doc__
+    return wrapper
+
+
+# ---------------------------------------------------------------- geometric
+
+
+def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """PIL's ``Image.transform(AFFINE, (a, b, c, d, e, f))`` for each image.
+
+    ``coefficients`` is ``[N, 6]``: the output pixel centre (x, y) samples the
+    input at ``(a x + b y + c, d x + e y + f)``.
+    """
+    n, channels, height, width = images.shape
+    coefficients = coefficients.to(device=images.device, dtype=torch.float32).view(n, 6, 1, 1)
+    a, b, c, d, e, f = coefficients.unbind(1)
+    xs = torch.arange(width, device=images.device, dtype=torch.float32).add_(0.5).view(1, 1, width)
+    ys = torch.arange(height, device=images.device, dtype=torch.float32).add_(0.5).view(1, height, 1)
+    source_x = a * xs + b * ys + c
+    source_y = d * xs + e * ys + f
+    fill = _fill_tensor(options.fill, images)
+    if options.interpolation == "nearest":
+        column = source_x.floor_()
+        row = source_y.floor_()
+        inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
+        index = (row.clamp_(0, height - 1) * width + column.clamp_(0, width - 1)).long()
+        index = index.view(n, 1, height * width).expand(n, channels, height * width)
+        sampled = images.reshape(n, channels, height * width).gather(2, index).view_as(images)
+        return torch.where(inside.unsqueeze(1), sampled, fill.to(images.dtype))
+    grid = torch.stack((source_x * (2.0 / width) - 1.0, source_y * (2.0 / height) - 1.0), dim=-1)
+    work = images.float()
+    coverage = torch.ones_like(work[:, :1])
+    sampled = F.grid_sample(
+        torch.cat((work, coverage), 1), grid, mode=options.interpolation, padding_mode="zeros", align_corners=False
+    )
+    values, covered = sampled[:, :channels], sampled[:, channels:].clamp(0, 1)
+    values = values + (1 - covered) * fill
+    if images.dtype == torch.uint8:
+        values = values.round_()
+    return _to_images_dtype(values, images)
+
+
+def _affine_rows(*columns: torch.Tensor) -> torch.Tensor:
+    return torch.stack([column.to(torch.float32) for column in columns], dim=1)
+
+
+def shear_x(images: torch.Tensor, shears: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    one, zero = torch.ones_like(shears), torch.zeros_like(shears)
+    return affine(images, _affine_rows(one, shears, zero, zero, one, zero), options)
+
+
+def shear_y(images: torch.Tensor, shears: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    one, zero = torch.ones_like(shears), torch.zeros_like(shears)
+    return affine(images, _affine_rows(one, zero, zero, shears, one, zero), options)
+
+
+def translate_x(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    one, zero = torch.ones_like(fractions), torch.zeros_like(fractions)
+    width = images.shape[-1]
+    return affine(images, _affine_rows(one, zero, fractions * width, zero, one, zero), options)
+
+
+def translate_y(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    one, zero = torch.ones_like(fractions), torch.zeros_like(fractions)
+    height = images.shape[-2]
+    return affine(images, _affine_rows(one, zero, zero, zero, one, fractions * height), options)
+
+
+def rotate(images: torch.Tensor, degrees: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """PIL's ``Image.rotate(degrees)`` about the centre, without expansion."""
+    height, width = images.shape[-2:]
+    angle = -degrees.to(torch.float64) * (math.pi / 180.0)
+    cos, sin = angle.cos(), angle.sin()
+    center_x, center_y = width / 2.0, height / 2.0
+    offset_x = cos * -center_x + sin * -center_y + center_x
+    offset_y = -sin * -center_x + cos * -center_y + center_y
+    return affine(images, _affine_rows(cos, sin, offset_x, -sin, cos, offset_y), options)
+
+
+# ---------------------------------------------------------------- colour
+
+
+def _lookup(images: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """Apply a per-(image, channel) lookup table ``[N, C, 256]`` to uint8 images."""
+    n, channels = images.shape[:2]
+    flat = images.reshape(n, channels, -1).long()
+    return tables.to(torch.uint8).gather(2, flat).view_as(images)
+
+
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """PIL's ``convert("L")`` as ``[N, 1, H, W]`` float (integer levels for uint8)."""
+    if images.shape[1] == 1:
+        return images.float()
+    if images.dtype == torch.uint8:
+        r, g, b = images.int().unbind(1)
+        return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).unsqueeze(1).float()
+    r, g, b = images.float().unbind(1)
+    return (r * (19595 / 65536) + g * (38470 / 65536) + b * (7471 / 65536)).unsqueeze(1)
+
+
+def _blend(degenerate: torch.Tensor, images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """PIL's ``Image.blend(degenerate, image, factor)``, one factor per image."""
+    factors = factors.to(device=images.device, dtype=torch.float32).view(-1, 1, 1, 1)
+    blended = degenerate + factors * (images.float() - degenerate)
+    return _to_images_dtype(blended, images)
+
+
+def auto_contrast(images: torch.Tensor, _: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """PIL's ``ImageOps.autocontrast``: stretch each channel's [min, max] to the full range."""
+    n, channels = images.shape[:2]
+    flat = images.reshape(n, channels, -1)
+    low, high = flat.amin(2), flat.amax(2)
+    if images.dtype != torch.uint8:
+        span = (high - low).view(n, channels, 1, 1)
+        stretched = (images - low.view(n, channels, 1, 1)) / span.clamp(min=1e-12)
+        return torch.where(span > 0, stretched.clamp(0, 1), images)
+    low, high = low.double().unsqueeze(2), high.double().unsqueeze(2)
+    levels = torch.arange(256, device=images.device, dtype=torch.float64)
+    scale = 255.0 / (high - low).clamp(min=1)
+    tables = (levels * scale - low * scale).floor().clamp(0, 255)
+    tables = torch.where(high > low, tables, levels)
+    return _lookup(images, tables)
+
+
+def invert(images: torch.Tensor, _: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    return _bound(images) - images
+
+
+@_quantized
+def equalize(images: torch.Tensor, _: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """PIL's ``ImageOps.equalize``, per image and channel."""
+    n, channels = images.shape[:2]
+    flat = images.reshape(n * channels, -1).long()
+    offsets = torch.arange(n * channels, device=images.device).unsqueeze(1) * 256
+    histogram = torch.bincount((flat + offsets).view(-1), minlength=n * channels * 256).view(n * channels, 256)
+    last_used = 255 - (histogram.flip(1) > 0).int().argmax(1, keepdim=True)
+    step = (histogram.sum(1, keepdim=True) - histogram.gather(1, last_used)) // 255
+    below = histogram.cumsum(1) - histogram
+    tables = ((step // 2 + below) // step.clamp(min=1)).clamp(max=255)
+    identity = torch.arange(256, device=images.device).expand_as(tables)
+    tables = torch.where(step > 0, tables, identity)
+    return _lookup(images, tables.view(n, channels, 256))
+
+
+def solarize(images: torch.Tensor, thresholds: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """PIL's ``ImageOps.solarize``: invert every level >= threshold (on 0..256)."""
+    thresholds = thresholds.to(device=images.device, dtype=torch.float32).view(-1, 1, 1, 1)
+    bound = _bound(images)
+    levels = images.float() if images.dtype == torch.uint8 else images.float() * 255.0
+    return torch.where(levels >= thresholds, bound - images, images)
+
+
+@_quantized
+def posterize(images: torch.Tensor, bits: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """PIL's ``ImageOps.posterize`` keeping ``int(bits)`` bits (at least 1)."""
+    kept = bits.to(device=images.device).trunc().clamp(1, 8).long()
+    masks = (256 - (1 << (8 - kept))).to(torch.uint8).view(-1, 1, 1, 1)
+    return images & masks
+
+
+def contrast(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """PIL's ``ImageEnhance.Contrast``: blend with the rounded mean grey level."""
+    mean = _grey(images).mean(dim=(1, 2, 3), keepdim=True)
+    if images.dtype == torch.uint8:
+        mean = (mean + 0.5).floor()
+    return _blend(mean, images, factors)
+
+
+def color(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """PIL's ``ImageEnhance.Color``: blend with the greyscale image."""
+    return _blend(_grey(images), images, factors)
+
+
+def brightness(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """PIL's ``ImageEnhance.Brightness``: blend with black."""
+    return _blend(torch.zeros((), device=images.device), images, factors)
+
+
+def sharpness(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """PIL's ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image (borders kept)."""
+    channels, height, width = images.shape[-3:]
+    work = images.float()
+    if height < 3 or width < 3:
+        return images.clone()
+    kernel = _SMOOTH_KERNEL.to(images.device).expand(channels, 1, 3, 3)
+    smoothed = F.conv2d(work, kernel, groups=channels)
+    if images.dtype == torch.uint8:
+        smoothed = smoothed.add_(0.5).floor_()
+    degenerate = work.clone()
+    degenerate[..., 1:-1, 1:-1] = smoothed
+    return _blend(degenerate, images, factors)
+
+
+def cutout(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """Paint a square of side ``round(fraction * W)`` at each image's drawn centre."""
+    height, width = images.shape[-2:]
+    device = images.device
+    side = (fractions.to(device=device, dtype=torch.float64) * width).round().view(-1, 1, 1)
+    centers = options.cutout_centers.to(device=device, dtype=torch.float64)
+    x0 = (centers[:, 0].view(-1, 1, 1) * width - side / 2).clamp(min=0).floor()
+    y0 = (centers[:, 1].view(-1, 1, 1) * height - side / 2).clamp(min=0).floor()
+    xs = torch.arange(width, device=device, dtype=torch.float64).view(1, 1, width)
+    ys = torch.arange(height, device=device, dtype=torch.float64).view(1, height, 1)
+    inside = (xs >= x0) & (xs < x0 + side) & (ys >= y0) & (ys < y0 + side)
+    fill = _fill_tensor(options.cutout_fill, images).to(images.dtype)
+    return torch.where(inside.unsqueeze(1), fill, images)

@@ -1,0 +1,81 @@
+"""The table of the 15 DADA operations, shared by the PIL and tensor paths.
+
+A magnitude m in [0, 1] maps to the real argument ``low + m * (high - low)``;
+on mirrored operations the argument's sign is flipped with probability 1/2 at
+each application (see the design notes, section 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import functional_pil as fp
+from . import functional_tensor as ft
+
+
+@dataclass(frozen=True)
+class OperationSpec:
+    """One operation: its argument range, whether it is mirrored, and its two kernels."""
+
+    name: str
+    low: float
+    high: float
+    mirror: bool
+    geometric: bool
+    pil: Callable
+    tensor: Callable
+    describe_argument: Callable[[float], str]
+
+    @property
+    def has_argument(self) -> bool:
+        return self.low != self.high
+
+    def argument(self, magnitude: float) -> float:
+        """The unsigned argument for a magnitude in [0, 1]."""
+        return self.low + magnitude * (self.high - self.low)
+
+    def describe(self, magnitude: float) -> str:
+        """A readable form of the operation at a magnitude, e.g. ``Rotate +/-13.5 deg``."""
+        if not self.has_argument:
+            return self.name
+        return f"{self.name} {self.describe_argument(self.argument(magnitude))}"
+
+
+def _signed(unit: str, digits: int) -> Callable[[float], str]:
+    return lambda argument: f"+/-{abs(argument):.{digits}f}{unit}"
+
+
+def _plain(template: str) -> Callable[[float], str]:
+    return lambda argument: template.format(argument)
+
+
+def _none(argument: float) -> str:
+    return ""
+
+
+_TABLE = (
+    OperationSpec("ShearX", -0.3, 0.3, True, True, fp.shear_x, ft.shear_x, _signed("", 3)),
+    OperationSpec("ShearY", -0.3, 0.3, True, True, fp.shear_y, ft.shear_y, _signed("", 3)),
+    OperationSpec("TranslateX", -0.45, 0.45, True, True, fp.translate_x, ft.translate_x, _signed(" x width", 3)),
+    OperationSpec("TranslateY", -0.45, 0.45, True, True, fp.translate_y, ft.translate_y, _signed(" x height", 3)),
+    OperationSpec("Rotate", -30.0, 30.0, True, True, fp.rotate, ft.rotate, _signed(" deg", 1)),
+    OperationSpec("AutoContrast", 0.0, 0.0, False, False, fp.auto_contrast, ft.auto_contrast, _none),
+    OperationSpec("Invert", 0.0, 0.0, False, False, fp.invert, ft.invert, _none),
+    OperationSpec("Equalize", 0.0, 0.0, False, False, fp.equalize, ft.equalize, _none),
+    OperationSpec("Solarize", 0.0, 256.0, False, False, fp.solarize, ft.solarize, _plain("invert levels >= {:.0f}")),
+    OperationSpec(
+        "Posterize", 4.0, 8.0, False, False, fp.posterize, ft.posterize,
+        lambda bits: f"keep {fp.posterize_bits(bits)} bits",
+    ),
+    OperationSpec("Contrast", 0.1, 1.9, False, False, fp.contrast, ft.contrast, _plain("x{:.2f}")),
+    OperationSpec("Color", 0.1, 1.9, False, False, fp.color, ft.color, _plain("x{:.2f}")),
+    OperationSpec("Brightness", 0.1, 1.9, False, False, fp.brightness, ft.brightness, _plain("x{:.2f}")),
+    OperationSpec("Sharpness", 0.1, 1.9, False, False, fp.sharpness, ft.sharpness, _plain("x{:.2f}")),
+    OperationSpec("Cutout", 0.0, 0.2, False, False, fp.cutout, ft.cutout, _plain("square of {:.3f} x width")),
+)
+
+OPERATIONS: dict[str, OperationSpec] = {spec.name: spec for spec in _TABLE}
+"""The operations by name, in the paper's order (the search space's order)."""
+
+OPERATION_NAMES: tuple[str, ...] = tuple(OPERATIONS)

@@ -1,0 +1,217 @@
+"""The policy data model and its versioned JSON format.
+
+A policy is a list of sub-policies; a sub-policy is an ordered list of
+operations ``(op, probability, magnitude)`` with probability and magnitude in
+[0, 1]. JSON format, version 1::
+
+    {
+      "format": "dada-policy",
+      "version": 1,
+      "name": "cifar10",                       # optional
+      "description": "...",                    # optional
+      "sub_policies": [
+        [{"op": "TranslateX", "probability": 0.518, "magnitude": 0.575},
+         {"op": "Rotate", "probability": 0.569, "magnitude": 0.527}],
+        ...
+      ],
+      "metadata": {...}                         # optional, free-form JSON
+    }
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_text_atomic
+from .ops import OPERATION_NAMES, OPERATIONS
+
+FORMAT_NAME = "dada-policy"
+FORMAT_VERSION = 1
+
+
+def _closest(word: str, choices: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
+def _unit_interval(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{what} {value!r} is outside [0, 1]")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of a sub-policy."""
+
+    op: str
+    probability: float
+    magnitude: float
+
+    def __post_init__(self) -> None:
+        if self.op not in OPERATIONS:
+            raise ValueError(
+                f"unknown operation {self.op!r}{_closest(str(self.op), OPERATION_NAMES)}; "
+                f"known operations: {', '.join(OPERATION_NAMES)}"
+            )
+        object.__setattr__(self, "probability", _unit_interval(self.probability, f"{self.op} probability"))
+        object.__setattr__(self, "magnitude", _unit_interval(self.magnitude, f"{self.op} magnitude"))
+
+    def describe(self) -> str:
+        """A readable form, e.g. ``Rotate +/-13.5 deg (p=0.57)``."""
+        return f"{OPERATIONS[self.op].describe(self.magnitude)} (p={self.probability:.2f})"
+
+
+@dataclass(frozen=True)
+class SubPolicy:
+    """An ordered list of operations, applied in turn, each with its probability."""
+
+    operations: tuple[Operation, ...]
+
+    def __post_init__(self) -> None:
+        if not self.operations:
+            raise ValueError("a sub-policy needs at least one operation, got an empty one")
+
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(self.operations)
+
+    def __len__(self) -> int:
+        return len(self.operations)
+
+    def __getitem__(self, index: int) -> Operation:
+        return self.operations[index]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A DADA policy: sub-policies, one of which is chosen uniformly per image."""
+
+    sub_policies: tuple[SubPolicy, ...]
+    name: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.sub_policies:
+            raise ValueError("a policy needs at least one sub-policy, got an empty policy")
+
+    def __iter__(self) -> Iterator[SubPolicy]:
+        return iter(self.sub_policies)
+
+    def __len__(self) -> int:
+        return len(self.sub_policies)
+
+    def __getitem__(self, index: int) -> SubPolicy:
+        return self.sub_policies[index]
+
+    @property
+    def operation_names(self) -> set[str]:
+        return {operation.op for sub_policy in self for operation in sub_policy}
+
+    # -- construction ------------------------------------------------------
+
+    @classmethod
+    def from_list(cls, sub_policies: Sequence[Sequence[Any]], name: str | None = None) -> Policy:
+        """A policy from literal sub-policies of ``(op, probability, magnitude)`` triples or dicts."""
+        if isinstance(sub_policies, (str, bytes)) or not isinstance(sub_policies, Sequence):
+            raise ValueError(f"a policy must be a list of sub-policies, got {type(sub_policies).__name__}")
+        if not sub_policies:
+            raise ValueError("a policy needs at least one sub-policy, got an empty list")
+        built = []
+        for index, sub_policy in enumerate(sub_policies):
+            if isinstance(sub_policy, (str, bytes)) or not isinstance(sub_policy, Sequence):
+                raise ValueError(f"sub-policy {index} must be a list of operations, got {sub_policy!r}")
+            try:
+                built.append(SubPolicy(tuple(_operation(item) for item in sub_policy)))
+            except ValueError as error:
+                raise ValueError(f"sub-policy {index}: {error}") from None
+        return cls(tuple(built), name=name)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Policy:
+        """A policy from the parsed JSON format (validated)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a policy file must hold a JSON object, got {type(data).__name__}")
+        if data.get("format") != FORMAT_NAME:
+            raise ValueError(f"'format' must be {FORMAT_NAME!r}, got {data.get('format')!r}")
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported policy format version {data.get('version')!r}; this library reads {FORMAT_VERSION}")
+        unknown = set(data) - {"format", "version", "name", "description", "sub_policies", "metadata"}
+        if unknown:
+            raise ValueError(f"unknown keys in policy: {', '.join(sorted(unknown))}")
+        for key in ("name", "description"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ValueError(f"'{key}' must be a string, got {data[key]!r}")
+        metadata = data.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise ValueError(f"'metadata' must be an object, got {metadata!r}")
+        policy = cls.from_list(data.get("sub_policies", []), name=data.get("name"))
+        return cls(policy.sub_policies, name=policy.name, description=data.get("description"), metadata=metadata)
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike[str]) -> Policy:
+        """A policy from JSON text or from a JSON file's path; errors name the file."""
+        text, origin = str(source), None
+        if isinstance(source, os.PathLike) or not text.lstrip().startswith("{"):
+            origin = Path(source)
+            try:
+                text = origin.read_text(encoding="utf-8")
+            except OSError as error:
+                raise ValueError(f"cannot read policy file {str(origin)!r}: {error.strerror or error}") from None
+        try:
+            return cls.from_dict(json.loads(text))
+        except (ValueError, RecursionError) as error:
+            where = f"policy file {str(origin)!r}" if origin else "policy JSON"
+            raise ValueError(f"invalid {where}: {error}") from None
+
+    # -- serialisation -------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+        if self.name is not None:
+            data["name"] = self.name
+        if self.description is not None:
+            data["description"] = self.description
+        data["sub_policies"] = [
+            [{"op": o.op, "probability": o.probability, "magnitude": o.magnitude} for o in sub_policy]
+            for sub_policy in self
+        ]
+        if self.metadata:
+            data["metadata"] = self.metadata
+        return data
+
+    def to_json(self, path: str | os.PathLike[str] | None = None, indent: int = 1) -> str:
+        """The policy as JSON text; with ``path``, also written there atomically."""
+        text = json.dumps(self.to_dict(), indent=indent) + "\n"
+        if path is not None:
+            write_text_atomic(Path(path), text)
+        return text
+
+    def __repr__(self) -> str:
+        label = f"{self.name!r}, " if self.name else ""
+        return f"Policy({label}{len(self)} sub-policies)"
+
+
+def _operation(item: Any) -> Operation:
+    if isinstance(item, Operation):
+        return item
+    if isinstance(item, dict):
+        unknown = set(item) - {"op", "probability", "magnitude"}
+        missing = {"op", "probability", "magnitude"} - set(item)
+        if unknown or missing:
+            raise ValueError(
+                f"an operation needs exactly the keys op, probability, magnitude; got {sorted(item)}"
+            )
+        return Operation(item["op"], item["probability"], item["magnitude"])
+    if isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 3:
+        return Operation(*item)
+    raise ValueError(f"an operation must be (op, probability, magnitude), got {item!r}")

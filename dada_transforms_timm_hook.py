@@ -1,0 +1,5 @@
+"""Placeholder for the timm hook (filled in by the timm integration)."""
+
+
+def install() -> None:
+    """Install the hook."""

@@ -1,0 +1,1 @@
+"""The built-in DADA presets: the four policies published with the paper, as JSON files."""
