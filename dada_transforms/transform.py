@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from . import params as random_params
+from .batch import apply_operations
 from .fill import CUTOUT_FILL, fill_for_channels, normalize_fill
 from .functional_pil import PilOptions
 from .functional_tensor import TensorOptions
@@ -163,18 +164,12 @@ class DADA(torch.nn.Module):
 
     def apply_batch(self, images: torch.Tensor, drawn: random_params.DrawnParams) -> torch.Tensor:
         """Apply drawn parameters to a batch ``[N, C, H, W]`` (one kernel call per operation kind)."""
-        images = images.clone()
-        base = TensorOptions(self.fill, self.cutout_fill, self.interpolation, drawn.cutout_centers[:, 0])
         table = self._table(torch.device("cpu"))
-        for slot in range(drawn.operations.shape[1]):
-            for index in table.operations_in_slot(slot):
-                selected = (drawn.applied[:, slot] & (drawn.operations[:, slot] == index)).nonzero().squeeze(1)
-                if selected.numel() == 0:
-                    continue
-                options = base._replace(cutout_centers=drawn.cutout_centers[selected, slot])
-                kernel = OPERATIONS[OPERATION_NAMES[index]].tensor
-                images[selected] = kernel(images[selected], drawn.arguments[selected, slot], options)
-        return images
+        kinds = [table.operations_in_slot(slot) for slot in range(table.slots)]
+        options = TensorOptions(self.fill, self.cutout_fill, self.interpolation, drawn.cutout_centers[:, 0])
+        return apply_operations(
+            images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options, kinds
+        )
 
     # -- pickling and display ---------------------------------------------------------
 
