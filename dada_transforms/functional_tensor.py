@@ -176,7 +176,7 @@ def auto_contrast(images: torch.Tensor, _: torch.Tensor, options: TensorOptions)
         return torch.where(span > 0, stretched.clamp(0, 1), images)
     low, high = low.double().unsqueeze(2), high.double().unsqueeze(2)
     levels = torch.arange(256, device=images.device, dtype=torch.float64)
-    scale = 255.0 / (high - low).clamp(min=1)
+    scale = torch.full_like(low, 255.0) / (high - low).clamp(min=1)  # a true division, as PIL's double
     tables = (levels * scale - low * scale).floor().clamp(0, 255)
     tables = torch.where(high > low, tables, levels)
     return _lookup(images, tables)
@@ -192,7 +192,7 @@ def equalize(images: torch.Tensor, _: torch.Tensor, options: TensorOptions) -> t
     n, channels = images.shape[:2]
     flat = images.reshape(n * channels, -1).long()
     offsets = torch.arange(n * channels, device=images.device).unsqueeze(1) * 256
-    histogram = torch.bincount((flat + offsets).view(-1), minlength=n * channels * 256).view(n * channels, 256)
+    histogram = torch.bincount((flat + offsets).reshape(-1), minlength=n * channels * 256).view(n * channels, 256)
     last_used = 255 - (histogram.flip(1) > 0).int().argmax(1, keepdim=True)
     step = (histogram.sum(1, keepdim=True) - histogram.gather(1, last_used)) // 255
     below = histogram.cumsum(1) - histogram

@@ -1,8 +1,11 @@
 """Random parameters of a policy application, drawn per image from torch's RNG.
 
 Drawing is separate from applying: ``draw`` returns, for N images, the chosen
-sub-policy, which of its operations apply, and their signed real arguments.
-The PIL path draws for one image, the tensor path for a whole batch.
+sub-policy, which of its operations apply, and their signed real arguments;
+``draw_one`` does the same for one image in plain Python (the PIL path's speed).
+Both read one row of ``1 + 4K`` uniforms laid out as [sub-policy choice,
+K application draws, K sign draws, K Cutout centres (x, y)], then, with
+magnitude noise, K normal draws: the same seed gives the same parameters.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .ops import OPERATION_NAMES, OPERATIONS
+from .ops import OPERATION_NAMES, OPERATIONS, OperationSpec
 from .policy import Policy
 
 _LOWS = torch.tensor([OPERATIONS[name].low for name in OPERATION_NAMES], dtype=torch.float64)
@@ -72,7 +75,7 @@ def draw(
     """Draw parameters for ``count`` images on the table's device (one RNG call, two with noise)."""
     device = table.operations.device
     slots = table.slots
-    uniform = torch.rand(count, 1 + 4 * slots, generator=generator, device=device, dtype=torch.float64)
+    uniform = torch.rand(count, _row_length(slots), generator=generator, device=device, dtype=torch.float64)
     choice, applied_u, sign_u, centers = uniform.split((1, slots, slots, 2 * slots), dim=1)
     sub_policies = (choice.squeeze(1) * len(table.operations)).long().clamp_(max=len(table.operations) - 1)
     operations = table.operations[sub_policies]
@@ -87,3 +90,36 @@ def draw(
     flip = mirrored[known] & (sign_u < 0.5)
     arguments = torch.where(flip, -arguments, arguments)
     return DrawnParams(sub_policies, operations, applied, arguments, centers.reshape(count, slots, 2))
+
+
+def _row_length(slots: int) -> int:
+    return 1 + 4 * slots
+
+
+def draw_one(
+    policy: Policy,
+    slots: int,
+    magnitude_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> list[tuple[OperationSpec, float, tuple[float, float]]]:
+    """Draw for one image: the operations to apply, in order, with signed arguments and Cutout centres.
+
+    ``slots`` is the policy's longest sub-policy (the row layout depends on it).
+    """
+    uniform = torch.rand(_row_length(slots), generator=generator, dtype=torch.float64).tolist()
+    noise = torch.randn(slots, generator=generator, dtype=torch.float64).tolist() if magnitude_std > 0 else None
+    sub_policy = policy[min(int(uniform[0] * len(policy)), len(policy) - 1)]
+    chosen = []
+    for slot, operation in enumerate(sub_policy):
+        if uniform[1 + slot] >= operation.probability:
+            continue
+        spec = OPERATIONS[operation.op]
+        magnitude = operation.magnitude
+        if noise is not None:
+            magnitude = min(1.0, max(0.0, magnitude + magnitude_std * noise[slot]))
+        argument = spec.argument(magnitude)
+        if spec.mirror and uniform[1 + slots + slot] < 0.5:
+            argument = -argument
+        center = 1 + 2 * slots + 2 * slot
+        chosen.append((spec, argument, (uniform[center], uniform[center + 1])))
+    return chosen

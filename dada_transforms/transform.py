@@ -14,7 +14,6 @@ from .batch import apply_operations
 from .fill import CUTOUT_FILL, fill_for_channels, normalize_fill
 from .functional_pil import PilOptions
 from .functional_tensor import TensorOptions
-from .ops import OPERATION_NAMES, OPERATIONS
 from .policy import Policy
 from .presets import load_policy
 
@@ -79,6 +78,7 @@ class DADA(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.policy = _as_policy(policy)
+        self._slots = max(len(sub_policy) for sub_policy in self.policy)
         self.interpolation = _interpolation_name(interpolation)
         self.fill = normalize_fill(fill)
         self.cutout_fill = normalize_fill(cutout_fill, "cutout_fill")
@@ -124,23 +124,22 @@ class DADA(torch.nn.Module):
                 f"unsupported PIL image mode {image.mode!r}; DADA works on L, RGB, RGBA, LA and P images "
                 f"(convert with image.convert('RGB'))"
             )
-        drawn = self.draw_params(1)
-        operations, applied = drawn.operations[0].tolist(), drawn.applied[0].tolist()
-        arguments, centers = drawn.arguments[0].tolist(), drawn.cutout_centers[0].tolist()
+        if self.generator is not None and self.generator.device.type != "cpu":
+            raise ValueError(f"PIL images need a CPU generator, got one on {self.generator.device}")
         channels = len(image.getbands())
         fill = None if self.fill is None else fill_for_channels(self.fill, channels)
         cutout_fill = fill_for_channels(self.cutout_fill, channels)
-        for slot, index in enumerate(operations):
-            if not applied[slot]:
-                continue
-            spec = OPERATIONS[OPERATION_NAMES[index]]
-            options = PilOptions(fill, cutout_fill, _RESAMPLING[self.interpolation], tuple(centers[slot]))
+        resample = _RESAMPLING[self.interpolation]
+        for spec, argument, center in random_params.draw_one(
+            self.policy, self._slots, self.magnitude_std, self.generator
+        ):
+            options = PilOptions(fill, cutout_fill, resample, center)
             if image.mode in _ALPHA_MODES and not spec.geometric and spec.name != "Cutout":
                 *colour_bands, alpha = image.split()
                 colour = Image.merge(_ALPHA_MODES[image.mode], colour_bands)
-                image = Image.merge(image.mode, (*spec.pil(colour, arguments[slot], options).split(), alpha))
+                image = Image.merge(image.mode, (*spec.pil(colour, argument, options).split(), alpha))
             else:
-                image = spec.pil(image, arguments[slot], options)
+                image = spec.pil(image, argument, options)
         return image
 
     def _apply_tensor(self, images: torch.Tensor) -> torch.Tensor:
