@@ -1,0 +1,34 @@
+"""Shared test helpers: small, deterministic, photo-like images."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+
+def make_photo(width: int = 40, height: int = 32, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """A small image with gradients, shapes and texture, so every operation changes it."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", (width, height))
+    pixels = image.load()
+    for y in range(height):
+        for x in range(width):
+            pixels[x, y] = (
+                (x * 255) // max(1, width - 1),
+                (y * 255) // max(1, height - 1),
+                rng.randrange(40, 200),
+            )
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        draw.ellipse((x0, y0, x0 + width // 3, y0 + height // 3), fill=colour)
+    image = image.filter(ImageFilter.SMOOTH)
+    return image.convert(mode) if mode != "RGB" else image
+
+
+@pytest.fixture
+def photo() -> Image.Image:
+    return make_photo()
