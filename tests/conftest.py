@@ -32,3 +32,9 @@ def make_photo(width: int = 40, height: int = 32, mode: str = "RGB", seed: int =
 @pytest.fixture
 def photo() -> Image.Image:
     return make_photo()
+
+
+@pytest.fixture
+def make_image():
+    """The ``make_photo(width, height, mode, seed)`` factory, for tests that need several images."""
+    return make_photo
