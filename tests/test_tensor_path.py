@@ -1,0 +1,184 @@
+"""The tensor path: agreement with PIL's own operations, batches, dtypes, devices, randomness."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image, ImageEnhance, ImageOps
+from torchvision import tv_tensors
+
+from dada_transforms import DADA, OPERATION_NAMES, load_policy
+
+NEAREST = Image.Resampling.NEAREST
+GEOMETRIC = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
+
+
+def _pil_reference(op: str, image: Image.Image, magnitude: float) -> list[Image.Image]:
+    """PIL's own result for both signs of the argument (the method's ranges, restated)."""
+    def affine(coefficients):
+        return image.transform(image.size, Image.Transform.AFFINE, coefficients, NEAREST)
+
+    w, h = image.size
+    table = {
+        "ShearX": (0.3, lambda a: affine((1, a, 0, 0, 1, 0))),
+        "ShearY": (0.3, lambda a: affine((1, 0, 0, a, 1, 0))),
+        "TranslateX": (0.45, lambda a: affine((1, 0, a * w, 0, 1, 0))),
+        "TranslateY": (0.45, lambda a: affine((1, 0, 0, 0, 1, a * h))),
+        "Rotate": (30, lambda a: image.rotate(a)),
+    }
+    if op in table:
+        bound, apply = table[op]
+        argument = -bound + magnitude * 2 * bound
+        return [apply(argument), apply(-argument)]
+    factor = 0.1 + magnitude * 1.8
+    return [{
+        "AutoContrast": lambda: ImageOps.autocontrast(image),
+        "Invert": lambda: ImageOps.invert(image),
+        "Equalize": lambda: ImageOps.equalize(image),
+        "Solarize": lambda: ImageOps.solarize(image, magnitude * 256),
+        "Posterize": lambda: ImageOps.posterize(image, int(4 + magnitude * 4)),
+        "Contrast": lambda: ImageEnhance.Contrast(image).enhance(factor),
+        "Color": lambda: ImageEnhance.Color(image).enhance(factor),
+        "Brightness": lambda: ImageEnhance.Brightness(image).enhance(factor),
+        "Sharpness": lambda: ImageEnhance.Sharpness(image).enhance(factor),
+    }[op]()]
+
+
+def _closest_difference(result: torch.Tensor, references: list[Image.Image]) -> torch.Tensor:
+    differences = [(result.int() - TF.pil_to_tensor(r).int()).abs() for r in references]
+    return min(differences, key=lambda d: (d > 0).float().mean().item())
+
+
+@pytest.mark.parametrize("op", [name for name in OPERATION_NAMES if name != "Cutout"])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_tensor_agrees_with_pil(op, mode, make_image):
+    image = make_image(37, 26, mode, seed=3)
+    tensor = TF.pil_to_tensor(image)
+    for magnitude in (0.0, 0.17, 0.5, 0.74, 1.0):
+        transform = DADA([[(op, 1.0, magnitude)]])
+        for seed in range(4):
+            torch.manual_seed(seed)
+            difference = _closest_difference(transform(tensor), _pil_reference(op, image, magnitude))
+            if op in GEOMETRIC:  # agree up to resampling: a few border pixels may round the other way
+                assert (difference > 0).float().mean() < 0.01, f"{op} m={magnitude}"
+            else:
+                assert difference.max() <= 2, f"{op} m={magnitude}: max difference {difference.max()}"
+
+
+def test_same_seed_same_result_on_both_paths(make_image):
+    image = make_image(36, 28)
+    transform = DADA("imagenet")
+    for seed in range(40):
+        torch.manual_seed(seed)
+        from_pil = TF.pil_to_tensor(transform(image))
+        torch.manual_seed(seed)
+        from_tensor = transform(TF.pil_to_tensor(image))
+        assert (from_pil != from_tensor).float().mean() < 0.01
+
+
+def test_float_input_stays_float_and_close_to_uint8(make_image):
+    uint8 = TF.pil_to_tensor(make_image(32, 32)).unsqueeze(0).repeat(16, 1, 1, 1)
+    as_float = uint8.float() / 255
+    transform = DADA("cifar10")
+    torch.manual_seed(0)
+    from_uint8 = transform(uint8)
+    torch.manual_seed(0)
+    from_float = transform(as_float)
+    assert from_float.dtype == torch.float32 and 0 <= from_float.min() and from_float.max() <= 1
+    difference = (from_float * 255 - from_uint8.float()).abs()
+    assert (difference > 2).float().mean() < 0.01
+
+
+def test_batch_draws_per_sample(make_image):
+    image = TF.pil_to_tensor(make_image(32, 32))
+    batch = image.unsqueeze(0).repeat(512, 1, 1, 1)
+    policy = [[("Invert", 1.0, 0.5)], [("Equalize", 1.0, 0.5)], [("Solarize", 1.0, 0.5)], [("Brightness", 0.5, 0.0)]]
+    torch.manual_seed(0)
+    result = DADA(policy)(batch)
+    expected = {
+        "invert": TF.pil_to_tensor(ImageOps.invert(TF.to_pil_image(image))),
+        "equalize": TF.pil_to_tensor(ImageOps.equalize(TF.to_pil_image(image))),
+        "solarize": TF.pil_to_tensor(ImageOps.solarize(TF.to_pil_image(image), 128)),
+        "dark": TF.pil_to_tensor(ImageEnhance.Brightness(TF.to_pil_image(image)).enhance(0.1)),
+        "unchanged": image,
+    }
+    counts = {name: int((result == value).flatten(1).all(1).sum()) for name, value in expected.items()}
+    assert sum(counts.values()) == 512
+    for name in ("invert", "equalize", "solarize"):  # 128 expected each
+        assert 128 - 4 * math.sqrt(96) < counts[name] < 128 + 4 * math.sqrt(96), counts
+    assert 64 - 4 * math.sqrt(48) < counts["dark"] < 64 + 4 * math.sqrt(48), counts
+
+
+def test_shapes_and_tv_tensors(make_image):
+    transform = DADA("svhn")
+    image = TF.pil_to_tensor(make_image(24, 20))
+    assert transform(image).shape == image.shape
+    nested = image.expand(2, 3, *image.shape).contiguous()
+    assert transform(nested).shape == nested.shape
+    grey = image[:1].unsqueeze(0).repeat(4, 1, 1, 1)
+    assert transform(grey).shape == grey.shape
+    wrapped = transform(tv_tensors.Image(image))
+    assert isinstance(wrapped, tv_tensors.Image) and wrapped.shape == image.shape
+    tiny = torch.randint(0, 256, (8, 3, 1, 1), dtype=torch.uint8)
+    for _ in range(20):
+        assert transform(tiny).shape == tiny.shape
+
+
+def test_input_is_not_modified(make_image):
+    batch = TF.pil_to_tensor(make_image(16, 16)).unsqueeze(0).repeat(32, 1, 1, 1)
+    before = batch.clone()
+    DADA([[("Invert", 1.0, 0.5)]])(batch)
+    assert torch.equal(batch, before)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.zeros(3, 8), "expected an image tensor"),
+        (torch.zeros(2, 4, 8, 8, dtype=torch.uint8), "expected 1 or 3 channels, got 4"),
+        (torch.zeros(3, 8, 8, dtype=torch.int32), "uint8 or floating point"),
+        (torch.zeros(3, 0, 8, dtype=torch.uint8), "non-empty"),
+    ],
+)
+def test_bad_tensors_are_clear_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        DADA("cifar10")(bad)
+
+
+def test_generator_makes_runs_repeatable(make_image):
+    batch = TF.pil_to_tensor(make_image(16, 16)).unsqueeze(0).repeat(64, 1, 1, 1)
+    first = DADA("cifar100", generator=torch.Generator().manual_seed(7))(batch)
+    second = DADA("cifar100", generator=torch.Generator().manual_seed(7))(batch)
+    third = DADA("cifar100", generator=torch.Generator().manual_seed(8))(batch)
+    assert torch.equal(first, second) and not torch.equal(first, third)
+
+
+def test_magnitude_noise_changes_arguments(make_image):
+    image = TF.pil_to_tensor(make_image(16, 16)).unsqueeze(0).repeat(128, 1, 1, 1)
+    plain = DADA([[("Brightness", 1.0, 0.5)]])(image)
+    noisy = DADA([[("Brightness", 1.0, 0.5)]], magnitude_std=0.2)(image)
+    assert len(torch.unique(plain.float().mean((1, 2, 3)))) == 1
+    assert len(torch.unique(noisy.float().mean((1, 2, 3)))) > 50
+
+
+def test_every_published_policy_runs_on_batches():
+    batch = torch.randint(0, 256, (64, 3, 20, 28), dtype=torch.uint8)
+    for name in ("cifar10", "cifar100", "svhn", "imagenet"):
+        policy = load_policy(name)
+        result = DADA(policy)(batch)
+        assert result.shape == batch.shape and result.dtype == torch.uint8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batch_matches_cpu_and_stays_on_device(make_image):
+    batch = TF.pil_to_tensor(make_image(32, 32)).unsqueeze(0).repeat(256, 1, 1, 1)
+    transform = DADA("imagenet")
+    drawn = transform.draw_params(256)
+    on_cpu = transform.apply_batch(batch, drawn)
+    on_gpu = transform.apply_batch(batch.cuda(), drawn.to(torch.device("cuda")))
+    assert on_gpu.device.type == "cuda"
+    assert (on_gpu.cpu().int() - on_cpu.int()).abs().gt(2).float().mean() < 0.01
+    assert transform(batch.cuda()).device.type == "cuda"
