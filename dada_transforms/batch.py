@@ -43,5 +43,6 @@ def apply_operations(
                 continue
             kernel = OPERATIONS[OPERATION_NAMES[index]].tensor
             slot_options = options._replace(cutout_centers=cutout_centers[selected, slot])
-            images[selected] = kernel(images[selected], arguments[selected, slot], slot_options)
+            result = kernel(images.index_select(0, selected), arguments[selected, slot], slot_options)
+            images.index_copy_(0, selected, result)
     return images
