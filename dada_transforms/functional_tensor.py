@@ -18,8 +18,6 @@ import torch.nn.functional as F
 
 from .fill import fill_for_channels
 
-_SMOOTH_KERNEL = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
-
 
 class TensorOptions(NamedTuple):
     """Per-batch settings for the tensor kernels."""
@@ -237,13 +235,20 @@ def brightness(images: torch.Tensor, factors: torch.Tensor, options: TensorOptio
 
 
 def sharpness(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
-    """PIL's ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image (borders kept)."""
-    channels, height, width = images.shape[-3:]
-    work = images.float()
+    """PIL's ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image (borders kept).
+
+    SMOOTH is the 3x3 kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13: the 3x3 box sum plus
+    four times the centre, over 13. On integer levels the sum is an exact integer, and
+    S / 13 never lies on a half, so rounding it gives PIL's result exactly.
+    """
+    height, width = images.shape[-2:]
     if height < 3 or width < 3:
         return images.clone()
-    kernel = _SMOOTH_KERNEL.to(images.device).expand(channels, 1, 3, 3)
-    smoothed = F.conv2d(work, kernel, groups=channels)
+    work = images.float()
+    box_sum = F.avg_pool2d(work, 3, stride=1).mul_(9)
+    if images.dtype == torch.uint8:
+        box_sum = box_sum.round_()
+    smoothed = box_sum.add_(work[..., 1:-1, 1:-1], alpha=4).div_(13)
     if images.dtype == torch.uint8:
         smoothed = smoothed.add_(0.5).floor_()
     degenerate = work.clone()
