@@ -63,6 +63,28 @@ def _quantized(kernel):
 # ---------------------------------------------------------------- geometric
 
 
+def _nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source column and row of every output pixel, exactly as PIL's nearest affine computes them.
+
+    PIL uses 16.16 fixed point (``affine_fixed``) unless the matrix has no shear or rotation
+    terms, where it uses doubles (``ImagingScaleAffine``); both are reproduced here.
+    """
+    device = coefficients.device
+    a, b, c, d, e, f = (value.view(-1, 1, 1) for value in coefficients.to(torch.float64).unbind(1))
+    xs = torch.arange(width, device=device).view(1, 1, width)
+    ys = torch.arange(height, device=device).view(1, height, 1)
+
+    def fixed(value: torch.Tensor) -> torch.Tensor:
+        return (value * 65536.0 + 0.5).floor().long()
+
+    column = (fixed(c + a * 0.5 + b * 0.5) + ys * fixed(b) + xs * fixed(a)) >> 16
+    row = (fixed(f + d * 0.5 + e * 0.5) + ys * fixed(e) + xs * fixed(d)) >> 16
+    scale_only = (b == 0) & (d == 0)
+    column = torch.where(scale_only, (c + a * 0.5 + xs * a).floor().long(), column)
+    row = torch.where(scale_only, (f + e * 0.5 + ys * e).floor().long(), row)
+    return column, row
+
+
 def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOptions) -> torch.Tensor:
     """PIL's ``Image.transform(AFFINE, (a, b, c, d, e, f))`` for each image.
 
@@ -70,22 +92,18 @@ def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOpti
     input at ``(a x + b y + c, d x + e y + f)``.
     """
     n, channels, height, width = images.shape
+    fill = _fill_tensor(options.fill, images)
+    if options.interpolation == "nearest":
+        column, row = _nearest_sources(coefficients.to(images.device), height, width)
+        inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
+        index = (row.clamp_(0, height - 1) * width + column.clamp_(0, width - 1)).view(n, 1, height * width)
+        sampled = images.reshape(n, channels, height * width).gather(2, index.expand(n, channels, height * width))
+        return torch.where(inside.unsqueeze(1), sampled.view_as(images), fill.to(images.dtype))
     coefficients = coefficients.to(device=images.device, dtype=torch.float32).view(n, 6, 1, 1)
     a, b, c, d, e, f = coefficients.unbind(1)
     xs = torch.arange(width, device=images.device, dtype=torch.float32).add_(0.5).view(1, 1, width)
     ys = torch.arange(height, device=images.device, dtype=torch.float32).add_(0.5).view(1, height, 1)
-    source_x = a * xs + b * ys + c
-    source_y = d * xs + e * ys + f
-    fill = _fill_tensor(options.fill, images)
-    if options.interpolation == "nearest":
-        column = source_x.floor_()
-        row = source_y.floor_()
-        inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
-        index = (row.clamp_(0, height - 1) * width + column.clamp_(0, width - 1)).long()
-        index = index.view(n, 1, height * width).expand(n, channels, height * width)
-        sampled = images.reshape(n, channels, height * width).gather(2, index).view_as(images)
-        return torch.where(inside.unsqueeze(1), sampled, fill.to(images.dtype))
-    grid = torch.stack((source_x * (2.0 / width) - 1.0, source_y * (2.0 / height) - 1.0), dim=-1)
+    grid = torch.stack(((a * xs + b * ys + c) * (2.0 / width) - 1.0, (d * xs + e * ys + f) * (2.0 / height) - 1.0), -1)
     work = images.float()
     coverage = torch.ones_like(work[:, :1])
     sampled = F.grid_sample(
@@ -99,7 +117,7 @@ def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOpti
 
 
 def _affine_rows(*columns: torch.Tensor) -> torch.Tensor:
-    return torch.stack([column.to(torch.float32) for column in columns], dim=1)
+    return torch.stack([column.to(torch.float64) for column in columns], dim=1)
 
 
 def shear_x(images: torch.Tensor, shears: torch.Tensor, options: TensorOptions) -> torch.Tensor:

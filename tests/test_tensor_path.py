@@ -47,25 +47,33 @@ def _pil_reference(op: str, image: Image.Image, magnitude: float) -> list[Image.
     }[op]()]
 
 
-def _closest_difference(result: torch.Tensor, references: list[Image.Image]) -> torch.Tensor:
-    differences = [(result.int() - TF.pil_to_tensor(r).int()).abs() for r in references]
-    return min(differences, key=lambda d: (d > 0).float().mean().item())
+def _matches_one(result: torch.Tensor, references: list[Image.Image]) -> bool:
+    return any(torch.equal(result, TF.pil_to_tensor(reference)) for reference in references)
 
 
 @pytest.mark.parametrize("op", [name for name in OPERATION_NAMES if name != "Cutout"])
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_tensor_agrees_with_pil(op, mode, make_image):
-    image = make_image(37, 26, mode, seed=3)
+@pytest.mark.parametrize("size", [(37, 26), (64, 64), (5, 90)])
+def test_uint8_tensors_give_pils_bytes(op, mode, size, make_image):
+    image = make_image(*size, mode, seed=3)
     tensor = TF.pil_to_tensor(image)
-    for magnitude in (0.0, 0.17, 0.5, 0.74, 1.0):
+    for magnitude in (0.0, 0.17, 0.5, 0.74, 0.93, 1.0):
         transform = DADA([[(op, 1.0, magnitude)]])
-        for seed in range(4):
+        for seed in range(3):
             torch.manual_seed(seed)
-            difference = _closest_difference(transform(tensor), _pil_reference(op, image, magnitude))
-            if op in GEOMETRIC:  # agree up to resampling: a few border pixels may round the other way
-                assert (difference > 0).float().mean() < 0.01, f"{op} m={magnitude}"
-            else:
-                assert difference.max() <= 2, f"{op} m={magnitude}: max difference {difference.max()}"
+            assert _matches_one(transform(tensor), _pil_reference(op, image, magnitude)), f"{op} m={magnitude}"
+
+
+def test_bilinear_geometry_agrees_up_to_resampling(make_image):
+    image = make_image(48, 40)
+    tensor = TF.pil_to_tensor(image)
+    for op in sorted(GEOMETRIC):
+        transform = DADA([[(op, 1.0, 0.9)]], interpolation="bilinear")
+        torch.manual_seed(0)
+        result = transform(tensor).int()
+        torch.manual_seed(0)
+        expected = TF.pil_to_tensor(transform(image)).int()
+        assert (result - expected).abs().float().mean() < 3, op
 
 
 def test_same_seed_same_result_on_both_paths(make_image):
@@ -75,8 +83,7 @@ def test_same_seed_same_result_on_both_paths(make_image):
         torch.manual_seed(seed)
         from_pil = TF.pil_to_tensor(transform(image))
         torch.manual_seed(seed)
-        from_tensor = transform(TF.pil_to_tensor(image))
-        assert (from_pil != from_tensor).float().mean() < 0.01
+        assert torch.equal(transform(TF.pil_to_tensor(image)), from_pil)
 
 
 def test_float_input_stays_float_and_close_to_uint8(make_image):
