@@ -71,17 +71,18 @@ def _nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> tup
     """
     device = coefficients.device
     a, b, c, d, e, f = (value.view(-1, 1, 1) for value in coefficients.to(torch.float64).unbind(1))
-    xs = torch.arange(width, device=device).view(1, 1, width)
-    ys = torch.arange(height, device=device).view(1, height, 1)
+    integer = torch.int32 if max(height, width) < 16384 else torch.int64  # as PIL, 16.16 fits 32 bits
+    xs = torch.arange(width, device=device, dtype=integer).view(1, 1, width)
+    ys = torch.arange(height, device=device, dtype=integer).view(1, height, 1)
 
     def fixed(value: torch.Tensor) -> torch.Tensor:
-        return (value * 65536.0 + 0.5).floor().long()
+        return (value * 65536.0 + 0.5).floor().clamp_(-(2**31), 2**31 - 1).to(integer)
 
     column = (fixed(c + a * 0.5 + b * 0.5) + ys * fixed(b) + xs * fixed(a)) >> 16
     row = (fixed(f + d * 0.5 + e * 0.5) + ys * fixed(e) + xs * fixed(d)) >> 16
     scale_only = (b == 0) & (d == 0)
-    column = torch.where(scale_only, (c + a * 0.5 + xs * a).floor().long(), column)
-    row = torch.where(scale_only, (f + e * 0.5 + ys * e).floor().long(), row)
+    column = torch.where(scale_only, (c + a * 0.5 + xs * a).floor().clamp_(-1, width).to(integer), column)
+    row = torch.where(scale_only, (f + e * 0.5 + ys * e).floor().clamp_(-1, height).to(integer), row)
     return column, row
 
 
@@ -96,7 +97,7 @@ def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOpti
     if options.interpolation == "nearest":
         column, row = _nearest_sources(coefficients.to(images.device), height, width)
         inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
-        index = (row.clamp_(0, height - 1) * width + column.clamp_(0, width - 1)).view(n, 1, height * width)
+        index = (row.clamp_(0, height - 1) * width + column.clamp_(0, width - 1)).long().view(n, 1, height * width)
         sampled = images.reshape(n, channels, height * width).gather(2, index.expand(n, channels, height * width))
         return torch.where(inside.unsqueeze(1), sampled.view_as(images), fill.to(images.dtype))
     coefficients = coefficients.to(device=images.device, dtype=torch.float32).view(n, 6, 1, 1)
