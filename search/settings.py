@@ -1,0 +1,178 @@
+"""Search settings: the published defaults per dataset, and validation of every override.
+
+Defaults follow the published search settings (design notes, section 4):
+
+========== ================== ========= ===== ======= ===== ====== ==========
+preset     datasets           model     batch lr      wd    cutout image size
+========== ================== ========= ===== ======= ===== ====== ==========
+cifar10    (reduced-)cifar10  wrn-40-2  128   0.1     2e-4  16     32
+cifar100   (reduced-)cifar100 wrn-40-2  32    0.1     5e-4  16     32
+svhn       (reduced-)svhn     wrn-28-10 32    0.00125 1e-3  16     32
+imagenet   (reduced-)imagenet resnet50  32    0.00125 1e-4  16     224
+========== ================== ========= ===== ======= ===== ====== ==========
+
+``imagefolder`` takes the cifar10 row. All datasets: 20 epochs, temperature
+0.5, architecture learning rate 0.005, top 25 sub-policies exported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+DATASETS = (
+    "cifar10",
+    "cifar100",
+    "svhn",
+    "reduced-cifar10",
+    "reduced-cifar100",
+    "reduced-svhn",
+    "imagenet",
+    "reduced-imagenet",
+    "imagefolder",
+)
+SAMPLING_MODES = ("per-batch", "per-sample")
+MAGNITUDE_GRADIENTS = ("straight-through", "autodiff")
+SUB_POLICY_COUNT = 105
+
+
+class SearchInputError(ValueError):
+    """A user error in the search's input: a setting, a dataset, a folder."""
+
+
+@dataclass(frozen=True)
+class _PublishedRow:
+    model: str
+    batch_size: int
+    lr: float
+    weight_decay: float
+    cutout: int
+    image_size: int
+
+
+_PUBLISHED = {
+    "cifar10": _PublishedRow("wrn-40-2", 128, 0.1, 2e-4, 16, 32),
+    "cifar100": _PublishedRow("wrn-40-2", 32, 0.1, 5e-4, 16, 32),
+    "svhn": _PublishedRow("wrn-28-10", 32, 0.00125, 1e-3, 16, 32),
+    "imagenet": _PublishedRow("resnet50", 32, 0.00125, 1e-4, 16, 224),
+}
+_ROW_OF_DATASET = {
+    "cifar10": "cifar10",
+    "reduced-cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "reduced-cifar100": "cifar100",
+    "svhn": "svhn",
+    "reduced-svhn": "svhn",
+    "imagenet": "imagenet",
+    "reduced-imagenet": "imagenet",
+    "imagefolder": "cifar10",
+}
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything that determines a search's result (besides the data and the device)."""
+
+    dataset: str
+    model: str
+    image_size: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    arch_lr: float
+    temperature: float
+    top_k: int
+    cutout: int
+    seed: int
+    sampling: str
+    magnitude_grad: str
+    hypergradient_xi: bool
+    momentum: float = 0.9
+    grad_clip: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON values."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
+        """Settings read back from :meth:`to_dict`'s output."""
+        names = {field.name for field in fields(cls)}
+        if not isinstance(data, dict) or set(data) != names:
+            raise SearchInputError(f"search settings must have exactly the keys {sorted(names)}, got {data!r}")
+        return cls(**data)
+
+
+def _integer(value: Any, what: str, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise SearchInputError(f"{what} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def _number(value: Any, what: str, *, allow_zero: bool) -> float:
+    valid = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not valid or value < 0 or (value == 0 and not allow_zero):
+        raise SearchInputError(f"{what} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def _choice(value: Any, what: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise SearchInputError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def resolve_settings(
+    dataset: str,
+    *,
+    model: str | None = None,
+    image_size: int | None = None,
+    epochs: int = 20,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    arch_lr: float = 0.005,
+    temperature: float = 0.5,
+    top_k: int = 25,
+    cutout: int | None = None,
+    seed: int = 0,
+    sampling: str = "per-batch",
+    magnitude_grad: str = "straight-through",
+    hypergradient_xi: bool = False,
+) -> SearchSettings:
+    """The settings for ``dataset``: published defaults where an argument is None, each value validated.
+
+    Raises:
+        SearchInputError: naming the first invalid value.
+    """
+    _choice(dataset, "dataset", DATASETS)
+    row = _PUBLISHED[_ROW_OF_DATASET[dataset]]
+    model = row.model if model is None else model
+    if not isinstance(model, str) or not model:
+        raise SearchInputError(f"model must be a model name, got {model!r}")
+    image_size = _integer(row.image_size if image_size is None else image_size, "image size", 8)
+    cutout = _integer(row.cutout if cutout is None else cutout, "cutout", 0)
+    if cutout > image_size:
+        raise SearchInputError(f"cutout {cutout} px is larger than the image size {image_size} px")
+    if not isinstance(hypergradient_xi, bool):
+        raise SearchInputError(f"hypergradient_xi must be True or False, got {hypergradient_xi!r}")
+    return SearchSettings(
+        dataset=dataset,
+        model=model,
+        image_size=image_size,
+        epochs=_integer(epochs, "epochs", 1),
+        batch_size=_integer(row.batch_size if batch_size is None else batch_size, "batch size", 1),
+        lr=_number(row.lr if lr is None else lr, "learning rate", allow_zero=False),
+        weight_decay=_number(row.weight_decay if weight_decay is None else weight_decay, "weight decay", allow_zero=True),
+        arch_lr=_number(arch_lr, "arch learning rate", allow_zero=False),
+        temperature=_number(temperature, "temperature", allow_zero=False),
+        top_k=_integer(top_k, "top-k", 1, SUB_POLICY_COUNT),
+        cutout=cutout,
+        seed=_integer(seed, "seed", 0),
+        sampling=_choice(sampling, "sampling", SAMPLING_MODES),
+        magnitude_grad=_choice(magnitude_grad, "magnitude gradient", MAGNITUDE_GRADIENTS),
+        hypergradient_xi=hypergradient_xi,
+    )
