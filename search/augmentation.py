@@ -1,0 +1,213 @@
+"""The learnable augmentation of the search: its parameters and how a draw augments a batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dada_transforms.batch import apply_operations
+from dada_transforms.fill import CUTOUT_FILL
+from dada_transforms.functional_tensor import TensorOptions
+from dada_transforms.ops import OPERATION_NAMES, OPERATIONS
+from dada_transforms.policy import Policy
+
+from .relax import ControlVariate, DiscreteDraw, draw
+from .space import (
+    OPERATION_LOWS,
+    OPERATION_MIRRORED,
+    OPERATION_SPANS,
+    OPERATIONS_IN_SLOT,
+    SUB_POLICIES,
+    SUB_POLICY_OPERATIONS,
+)
+
+MAGNITUDE_GRADIENTS = ("straight-through", "autodiff")
+
+DIFFERENTIABLE_OPERATIONS: tuple[int, ...] = tuple(
+    OPERATION_NAMES.index(name)
+    for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Contrast", "Color", "Brightness", "Sharpness")
+)
+"""Operations whose output is differentiable in the magnitude (bilinear affine maps and blends)."""
+
+_SEARCH_OPTIONS = TensorOptions(None, CUTOUT_FILL, "nearest", torch.zeros(0, 2))
+_SURROGATE_OPTIONS = _SEARCH_OPTIONS._replace(interpolation="bilinear")
+
+
+@dataclass(frozen=True)
+class AugmentationDraw:
+    """Everything random about one augmentation of N images."""
+
+    discrete: DiscreteDraw  # D = 1 (one draw for the batch) or D = N (one per image)
+    signs: torch.Tensor  # [N, 2] +1 / -1, the mirror signs
+    operation_centers: torch.Tensor  # [N, 2, 2] centres for the Cutout operation
+
+    def per_image(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[N]`` sub-policy indices and ``[N, 2]`` application flags, broadcast from D = 1 if needed."""
+        count = self.signs.shape[0]
+        return self.discrete.sub_policy.expand(count), self.discrete.applied().expand(count, 2)
+
+
+@dataclass(frozen=True)
+class AugmentedBatch:
+    """Augmented images in [0, 1] and the straight-through magnitude term to add to the model input."""
+
+    images: torch.Tensor  # [N, C, H, W] float; exact values, with a graph to the magnitudes if autodiff
+    straight_through: torch.Tensor  # [N], value 0, gradient 1 for each applied straight-through magnitude
+
+
+class AugmentationParameters(torch.nn.Module):
+    """The search's parameters: sub-policy logits alpha, probabilities p, magnitudes m, and RELAX's phi.
+
+    Args:
+        temperature: tau of the Gumbel-Softmax and logistic relaxations (the paper: 0.5).
+    """
+
+    def __init__(self, temperature: float = 0.5) -> None:
+        super().__init__()
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+        self.temperature = float(temperature)
+        count = len(SUB_POLICIES)
+        self.alpha = torch.nn.Parameter(torch.full((count,), 1e-3))
+        self.probabilities = torch.nn.Parameter(torch.full((count, 2), 0.5))
+        self.magnitudes = torch.nn.Parameter(torch.full((count, 2), 0.5))
+        self.control_variate = ControlVariate(3 * count)
+
+    def architecture_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.alpha, self.probabilities, self.magnitudes]
+
+    def control_variate_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.control_variate.parameters())
+
+    def sub_policy_weights(self) -> torch.Tensor:
+        """``softmax(alpha)``, ``[105]``."""
+        return self.alpha.softmax(0)
+
+    def clamp_(self) -> None:
+        """Keep probabilities and magnitudes in [0, 1] (called after every optimiser step)."""
+        with torch.no_grad():
+            self.probabilities.clamp_(0, 1)
+            self.magnitudes.clamp_(0, 1)
+
+    # -- drawing and augmenting -------------------------------------------------
+
+    def sample(self, count: int, per_sample: bool, generator: torch.Generator | None = None) -> AugmentationDraw:
+        """Draw the augmentation of ``count`` images: one sub-policy draw for all, or one per image."""
+        discrete = draw(self.alpha, self.probabilities, count if per_sample else 1, generator)
+        device = self.alpha.device
+        uniform = torch.rand(count, 6, generator=generator, device=device)
+        signs = torch.where(uniform[:, :2] < 0.5, -1.0, 1.0)
+        return AugmentationDraw(discrete, signs, uniform[:, 2:].reshape(count, 2, 2))
+
+    def augment(self, images: torch.Tensor, sample: AugmentationDraw, magnitude_grad: str) -> AugmentedBatch:
+        """Apply a draw to uint8 images ``[N, C, H, W]`` (on the parameters' device).
+
+        Values are computed exactly with the library's kernels (nearest resampling,
+        PIL arithmetic). ``magnitude_grad`` says how the magnitudes get a gradient:
+        ``"straight-through"`` (every applied operation adds ``m - stop_grad(m)`` to
+        the model input) or ``"autodiff"`` (the affine operations and blends are
+        recomputed in float with bilinear resampling to differentiate the output
+        in m; the other operations fall back to straight-through).
+        """
+        if magnitude_grad not in MAGNITUDE_GRADIENTS:
+            raise ValueError(f"magnitude_grad must be one of {MAGNITUDE_GRADIENTS}, got {magnitude_grad!r}")
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        sub_policy, applied = sample.per_image()
+        device = images.device
+        operations = SUB_POLICY_OPERATIONS.to(device)[sub_policy]
+        magnitudes = self.magnitudes[sub_policy]
+        arguments = self._arguments(operations, magnitudes, sample.signs)
+        exact = apply_operations(
+            images, operations, applied, arguments.detach(), sample.operation_centers,
+            _SEARCH_OPTIONS, OPERATIONS_IN_SLOT,
+        ).float().div_(255)
+        straight = applied.clone()
+        if magnitude_grad == "autodiff":
+            differentiable = torch.isin(operations, torch.tensor(DIFFERENTIABLE_OPERATIONS, device=device))
+            straight &= ~differentiable
+            surrogate = _differentiable_surrogate(images.float().div_(255), operations, applied, arguments)
+            exact = exact + (surrogate - surrogate.detach())
+        straight_through = ((magnitudes - magnitudes.detach()) * straight).sum(1)
+        return AugmentedBatch(exact, straight_through)
+
+    @staticmethod
+    def _arguments(operations: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+        device = operations.device
+        lows, spans = OPERATION_LOWS.to(device)[operations], OPERATION_SPANS.to(device)[operations]
+        mirrored = OPERATION_MIRRORED.to(device)[operations]
+        arguments = lows + magnitudes * spans
+        return torch.where(mirrored, arguments * signs, arguments)
+
+    # -- export and persistence -------------------------------------------------
+
+    def to_policy(self, top_k: int = 25, name: str | None = None, metadata: dict | None = None) -> Policy:
+        """The top-k sub-policies by weight, with p and m clamped to [0, 1]."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(SUB_POLICIES):
+            raise ValueError(f"top_k must be an integer in [1, {len(SUB_POLICIES)}], got {top_k!r}")
+        with torch.no_grad():
+            weights = self.sub_policy_weights().double().cpu()
+            probabilities = self.probabilities.double().clamp(0, 1).cpu().tolist()
+            magnitudes = self.magnitudes.double().clamp(0, 1).cpu().tolist()
+        kept = weights.argsort(descending=True, stable=True)[:top_k].tolist()
+        sub_policies = [
+            [(op, probabilities[index][slot], magnitudes[index][slot]) for slot, op in enumerate(SUB_POLICIES[index])]
+            for index in kept
+        ]
+        policy = Policy.from_list(sub_policies, name=name)
+        full_metadata: dict[str, Any] = dict(metadata or {})
+        full_metadata["sub_policy_weights"] = [weights[index].item() for index in kept]
+        return Policy(policy.sub_policies, name=name, metadata=full_metadata)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """All parameters as contiguous CPU tensors (for safetensors)."""
+        tensors = {
+            "alpha": self.alpha,
+            "probabilities": self.probabilities,
+            "magnitudes": self.magnitudes,
+            **{f"control_variate.{name}": value for name, value in self.control_variate.named_parameters()},
+        }
+        return {name: value.detach().cpu().clone().contiguous() for name, value in tensors.items()}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load what :meth:`tensors` returned (names and shapes are checked)."""
+        expected = self.tensors()
+        missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
+        if missing or unexpected:
+            raise ValueError(
+                f"augmentation tensors do not match: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+            )
+        for name, value in tensors.items():
+            if tuple(value.shape) != tuple(expected[name].shape):
+                raise ValueError(
+                    f"augmentation tensor {name!r} has shape {tuple(value.shape)}, expected {tuple(expected[name].shape)}"
+                )
+        targets = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, value in tensors.items():
+                targets[name].copy_(value)
+
+
+def _differentiable_surrogate(
+    images: torch.Tensor, operations: torch.Tensor, applied: torch.Tensor, arguments: torch.Tensor
+) -> torch.Tensor:
+    """The policy recomputed in float, differentiably in the arguments of the differentiable operations.
+
+    Every differentiable kind is evaluated on the whole batch and selected with
+    ``torch.where`` (no host synchronisation); the other operations act as the
+    identity here (their magnitudes go straight through).
+    """
+    current = images
+    options = _SURROGATE_OPTIONS._replace(cutout_centers=torch.zeros(images.shape[0], 2, device=images.device))
+    for slot in range(operations.shape[1]):
+        updated = current
+        for index in DIFFERENTIABLE_OPERATIONS:
+            if index not in OPERATIONS_IN_SLOT[slot]:
+                continue
+            selected = (applied[:, slot] & (operations[:, slot] == index)).view(-1, 1, 1, 1)
+            output = OPERATIONS[OPERATION_NAMES[index]].tensor(current, arguments[:, slot], options)
+            updated = torch.where(selected, output, updated)
+        current = updated
+    return current

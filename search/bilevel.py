@@ -1,0 +1,310 @@
+"""One DADA search step: sample, unrolled hypergradient of (alpha, p, m), RELAX, then the SGD step on w.
+
+The unrolled (DARTS-style) update, with ``xi`` the current learning rate:
+
+1. ``w' = w - xi * (grad_w L_train(w) + momentum * buffer + wd * w)`` on the augmented batch;
+2. ``v = grad_w' L_val(w')`` on the validation batch (no augmentation);
+3. ``eps = 0.01 / ||v||``, ``w+- = w +- eps * v``;
+4. per image, ``F = -(L_train(w+) - L_train(w-)) / (2 eps)`` (times xi if asked), the
+   finite-difference estimate of ``-(d^2 L_train / d theta d w) . v``; its gradient
+   in m comes by autograd (straight-through or autodiff augmentation), its gradient in
+   (alpha, p) by RELAX with ``F`` as the black-box objective;
+5. Adam on (alpha, p, m, phi), phi minimising the mean squared RELAX estimate;
+6. SGD on w with the augmented batch (gradient clipped).
+
+``w'``, ``w+`` and ``w-`` are evaluated with ``torch.func.functional_call`` on the
+same module; BatchNorm running statistics are updated on scratch copies in those
+evaluations, so only the real forward pass at ``w`` (step 6) updates the model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from .augmentation import MAGNITUDE_GRADIENTS, AugmentationDraw, AugmentationParameters, AugmentedBatch
+from .relax import relax_gradients
+
+SAMPLINGS = ("per-batch", "per-sample")
+_FINITE_DIFFERENCE_RADIUS = 0.01
+
+
+@dataclass
+class StepStats:
+    """Training loss and accuracy of the augmented batch, as 0-dim tensors on the model's device."""
+
+    loss: torch.Tensor
+    accuracy: torch.Tensor
+
+
+def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 if allow_zero else value > 0):
+        raise ValueError(f"{name} must be a number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+class BilevelSearchStep:
+    """Runs DADA search steps on a model (see the module docstring for the algorithm).
+
+    Args:
+        model: the classifier whose weights w are trained; it is put in train mode.
+        augmentation: the searched parameters (on the model's device).
+        lr, momentum, weight_decay: SGD on w; ``lr`` is read back from
+            ``weight_optimizer.param_groups[0]["lr"]`` at every step (set it with a scheduler).
+        arch_lr, arch_betas: Adam on (alpha, p, m, phi), without weight decay.
+        grad_clip: max gradient norm of the SGD step on w.
+        cutout: side in pixels of the Cutout applied after the policy (0 = off).
+        mean, std: normalisation applied after augmentation.
+        sampling: ``"per-batch"`` (the paper: one draw per step) or ``"per-sample"``
+            (one draw per image; the RELAX estimate is averaged over the batch).
+        magnitude_grad: ``"straight-through"`` (the paper) or ``"autodiff"``.
+        hypergradient_xi: multiply the finite difference by xi as DARTS does
+            (the authors' code does not; default False).
+        unrolled: False skips the hypergradient (first-order): the augmentation
+            parameters then get no gradient at all and stay where they are.
+        generator: RNG for the augmentation draws (on the model's device).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        augmentation: AugmentationParameters,
+        *,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float,
+        arch_lr: float = 0.005,
+        arch_betas: tuple[float, float] = (0.5, 0.999),
+        grad_clip: float = 5.0,
+        cutout: int = 16,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        sampling: str = "per-batch",
+        magnitude_grad: str = "straight-through",
+        hypergradient_xi: bool = False,
+        unrolled: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        if magnitude_grad not in MAGNITUDE_GRADIENTS:
+            raise ValueError(f"magnitude_grad must be one of {MAGNITUDE_GRADIENTS}, got {magnitude_grad!r}")
+        if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
+            raise ValueError(f"cutout must be an integer >= 0, got {cutout!r}")
+        if len(mean) != len(std) or not mean:
+            raise ValueError(f"mean and std need one value per channel, got {mean!r} and {std!r}")
+        for value in std:
+            _positive(value, "every std")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
+        self.model = model
+        self.augmentation = augmentation
+        self.grad_clip = _positive(grad_clip, "grad_clip")
+        self.cutout = cutout
+        self.sampling = sampling
+        self.magnitude_grad = magnitude_grad
+        self.hypergradient_xi = bool(hypergradient_xi)
+        self.unrolled = bool(unrolled)
+        self.generator = generator
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.weight_optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=_positive(lr, "lr"),
+            momentum=_positive(momentum, "momentum", allow_zero=True),
+            weight_decay=_positive(weight_decay, "weight_decay", allow_zero=True),
+        )
+        self.arch_optimizer = torch.optim.Adam(
+            augmentation.architecture_parameters() + augmentation.control_variate_parameters(),
+            lr=_positive(arch_lr, "arch_lr"),
+            betas=tuple(arch_betas),
+            weight_decay=0.0,
+        )
+
+    # -- the step -----------------------------------------------------------------
+
+    def step(
+        self,
+        train_images: torch.Tensor,
+        train_labels: torch.Tensor,
+        val_images: torch.Tensor,
+        val_labels: torch.Tensor,
+    ) -> StepStats:
+        """One full DADA step on uint8 batches ``[N, C, H, W]`` (already cropped and flipped)."""
+        sample, inputs = self._prepare(train_images, train_labels, val_images, val_labels)
+        trainable = self._trainable()
+        logits = self.model(inputs.detach())
+        loss = F.cross_entropy(logits, train_labels)
+        weight_gradients = torch.autograd.grad(loss, [parameter for _, parameter in trainable])
+        if self.unrolled:
+            gradients = self._hypergradients(inputs, train_labels, val_images, val_labels, weight_gradients, sample)
+            self._architecture_step(gradients)
+        for (_, parameter), gradient in zip(trainable, weight_gradients):
+            parameter.grad = gradient
+        torch.nn.utils.clip_grad_norm_([parameter for _, parameter in trainable], self.grad_clip)
+        self.weight_optimizer.step()
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        accuracy = (logits.detach().argmax(1) == train_labels).float().mean()
+        return StepStats(loss.detach(), accuracy)
+
+    def architecture_gradients(
+        self,
+        train_images: torch.Tensor,
+        train_labels: torch.Tensor,
+        val_images: torch.Tensor,
+        val_labels: torch.Tensor,
+        sample: AugmentationDraw | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The unrolled hypergradient estimates for one draw (a fresh one if None), changing nothing.
+
+        Returns ``alpha``, ``probabilities``, ``magnitudes`` (detached) and
+        ``variance_loss`` (RELAX's mean squared estimate, with a graph to phi).
+        The model's BatchNorm statistics are left untouched.
+        """
+        sample, inputs = self._prepare(train_images, train_labels, val_images, val_labels, sample)
+        trainable = self._trainable()
+        buffers = {name: buffer.clone() for name, buffer in self.model.named_buffers()}
+        parameters = {name: parameter for name, parameter in trainable}
+        logits = functional_call(self.model, {**parameters, **buffers}, inputs.detach())
+        weight_gradients = torch.autograd.grad(F.cross_entropy(logits, train_labels), list(parameters.values()))
+        return self._hypergradients(inputs, train_labels, val_images, val_labels, weight_gradients, sample)
+
+    def _prepare(self, train_images, train_labels, val_images, val_labels, sample=None):
+        """Check the batches, draw (unless given) and build the augmented model input."""
+        self._check_batch(train_images, train_labels, "train")
+        self._check_batch(val_images, val_labels, "val")
+        if self.generator is not None and self.generator.device != train_images.device:
+            raise ValueError(f"generator is on {self.generator.device}, the images on {train_images.device}")
+        self.model.train()
+        if sample is None:
+            sample = self.augmentation.sample(train_images.shape[0], self.sampling == "per-sample", self.generator)
+        return sample, self._model_inputs(self.augmentation.augment(train_images, sample, self.magnitude_grad))
+
+    def _trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(name, parameter) for name, parameter in self.model.named_parameters() if parameter.requires_grad]
+
+    def _hypergradients(self, inputs, train_labels, val_images, val_labels, weight_gradients, sample):
+        trainable = self._trainable()
+        names = [name for name, _ in trainable]
+        weights = [parameter.detach() for _, parameter in trainable]
+        group = self.weight_optimizer.param_groups[0]
+        xi = group["lr"]
+        buffers = {name: buffer.clone() for name, buffer in self.model.named_buffers()}
+
+        unrolled = self._unrolled_weights(trainable, weight_gradients, xi, group["momentum"], group["weight_decay"])
+        val_logits = functional_call(self.model, {**dict(zip(names, unrolled)), **buffers}, self._normalized(val_images))
+        direction = torch.autograd.grad(F.cross_entropy(val_logits, val_labels), unrolled)
+        epsilon = _FINITE_DIFFERENCE_RADIUS / torch.linalg.vector_norm(
+            torch.stack(torch._foreach_norm(direction))
+        ).clamp_min(1e-12)
+
+        def losses(sign: float) -> torch.Tensor:
+            shifted = torch._foreach_add(weights, torch._foreach_mul(direction, epsilon * sign))
+            logits = functional_call(self.model, {**dict(zip(names, shifted)), **buffers}, inputs)
+            return F.cross_entropy(logits, train_labels, reduction="none")
+
+        scale = -(xi if self.hypergradient_xi else 1.0) / (2 * epsilon)
+        differences = (losses(1.0) - losses(-1.0)) * scale
+        augmentation = self.augmentation
+        if inputs.requires_grad:
+            (magnitudes,) = torch.autograd.grad(differences.mean(), augmentation.magnitudes)
+        else:
+            magnitudes = torch.zeros_like(augmentation.magnitudes)
+        values = differences.detach()
+        if self.sampling == "per-batch":
+            values = values.mean().view(1)
+        relax = relax_gradients(
+            values, augmentation.alpha, augmentation.probabilities, sample.discrete,
+            augmentation.control_variate, augmentation.temperature,
+        )
+        return {
+            "alpha": relax.alpha,
+            "probabilities": relax.probabilities,
+            "magnitudes": magnitudes,
+            "variance_loss": relax.variance_loss,
+        }
+
+    def _architecture_step(self, gradients: dict[str, torch.Tensor]) -> None:
+        """Adam on (alpha, p, m) with the hypergradients and on phi with RELAX's variance loss."""
+        augmentation = self.augmentation
+        control_parameters = augmentation.control_variate_parameters()
+        control_gradients = torch.autograd.grad(gradients["variance_loss"], control_parameters)
+        for parameter, gradient in zip(control_parameters, control_gradients):
+            parameter.grad = gradient
+        augmentation.alpha.grad = gradients["alpha"]
+        augmentation.probabilities.grad = gradients["probabilities"]
+        augmentation.magnitudes.grad = gradients["magnitudes"]
+        self.arch_optimizer.step()
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        augmentation.clamp_()
+
+    def _unrolled_weights(self, trainable, gradients, xi: float, momentum: float, weight_decay: float):
+        """``w - xi * (g + momentum * buffer + wd * w)``, as leaves that require grad."""
+        with torch.no_grad():
+            weights = [parameter.detach() for _, parameter in trainable]
+            directions = list(torch._foreach_add(list(gradients), weights, alpha=weight_decay))
+            if momentum:
+                for index, (_, parameter) in enumerate(trainable):
+                    buffer = self.weight_optimizer.state.get(parameter, {}).get("momentum_buffer")
+                    if buffer is not None:
+                        directions[index] = directions[index] + momentum * buffer
+            unrolled = torch._foreach_add(weights, directions, alpha=-xi)
+        return [weight.requires_grad_() for weight in unrolled]
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def _model_inputs(self, batch: AugmentedBatch) -> torch.Tensor:
+        """Normalise, apply Cutout (zero after normalisation, as DARTS/DADA do), add straight-through."""
+        inputs = self._normalized_float(batch.images)
+        if self.cutout:
+            inputs = inputs * self._cutout_mask(inputs)
+        return inputs + batch.straight_through.to(inputs.dtype).view(-1, 1, 1, 1)
+
+    def _normalized(self, images: torch.Tensor) -> torch.Tensor:
+        return self._normalized_float(images.float().div_(255))
+
+    def _normalized_float(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] != self._mean.shape[1]:
+            raise ValueError(f"mean/std have {self._mean.shape[1]} channels, the images {images.shape[1]}")
+        mean, std = self._mean.to(images.device), self._std.to(images.device)
+        return ((images - mean) / std).to(self._dtype())
+
+    def _cutout_mask(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, 1, H, W]``: 0 inside a ``cutout`` square at a uniform pixel centre, clipped at the border."""
+        count, _, height, width = images.shape
+        centres = torch.rand(count, 2, 1, generator=self.generator, device=images.device)
+        centre_y = (centres[:, 0] * height).floor()
+        centre_x = (centres[:, 1] * width).floor()
+        half = self.cutout // 2
+        ys = torch.arange(height, device=images.device).view(1, height, 1)
+        xs = torch.arange(width, device=images.device).view(1, 1, width)
+        inside_y = (ys >= (centre_y - half).view(-1, 1, 1)) & (ys < (centre_y + half).view(-1, 1, 1))
+        inside_x = (xs >= (centre_x - half).view(-1, 1, 1)) & (xs < (centre_x + half).view(-1, 1, 1))
+        return (~(inside_y & inside_x)).unsqueeze(1).to(images.dtype)
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @staticmethod
+    def _check_batch(images: torch.Tensor, labels: torch.Tensor, what: str) -> None:
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"{what}_images must be a uint8 tensor [N, C, H, W], got {getattr(images, 'dtype', images)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{what}_labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+
+    # -- resume ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Both optimisers' states (tensors and plain values)."""
+        return {"weight_optimizer": self.weight_optimizer.state_dict(), "arch_optimizer": self.arch_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if not isinstance(state, dict) or set(state) != {"weight_optimizer", "arch_optimizer"}:
+            raise ValueError(f"expected a dict with 'weight_optimizer' and 'arch_optimizer', got {state!r:.200}")
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])

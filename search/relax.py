@@ -1,0 +1,182 @@
+"""Discrete draws, their continuous relaxations and the RELAX gradient estimator.
+
+The search draws, per step (or per image), one sub-policy ``s`` from
+``softmax(alpha)`` and one application bit ``b[j, k]`` for every operation of
+every sub-policy from ``Bernoulli(p[j, k])`` (as the authors' code does; only
+the chosen sub-policy's two bits touch the image). RELAX (Grathwohl et al.,
+2018) estimates the gradient of ``E[f(b)]`` with respect to ``alpha`` and ``p``::
+
+    g = (f(b) - c(z~)) * d log P(b) + d c(z) - d c(z~)
+
+where ``z`` is the Gumbel (categorical) or logistic (Bernoulli) relaxation of
+the draw, ``z~`` the relaxation conditioned on the hard draw ``b``, both
+tempered (``softmax(z / tau)``, ``sigmoid(z / tau)``) before entering the
+control variate ``c``. The estimate is unbiased for any ``c``; ``c`` is trained
+to minimise the mean of ``g ** 2``, i.e. the estimator's variance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class DiscreteDraw:
+    """D independent draws over S sub-policies (D = 1 per batch, D = N per sample).
+
+    The uniform noises are kept so that the relaxations can be recomputed with
+    a graph to the parameters; ``sub_policy`` and ``bits`` are the hard draws.
+    """
+
+    sub_policy: torch.Tensor  # [D] long
+    bits: torch.Tensor  # [D, S, 2] float 0/1
+    categorical_u: torch.Tensor  # [D, S] uniforms of the Gumbel-max draw
+    categorical_v: torch.Tensor  # [D, S] uniforms of the conditional relaxation
+    bernoulli_u: torch.Tensor  # [D, S, 2]
+    bernoulli_v: torch.Tensor  # [D, S, 2]
+
+    @property
+    def count(self) -> int:
+        return self.sub_policy.shape[0]
+
+    def applied(self) -> torch.Tensor:
+        """``[D, 2]`` bool: whether each slot of the chosen sub-policy applies."""
+        index = self.sub_policy.view(-1, 1, 1).expand(-1, 1, self.bits.shape[2])
+        return self.bits.gather(1, index).squeeze(1) > 0.5
+
+
+def clamped_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
+    """``p`` clamped to [eps, 1 - eps] in value, with the gradient of the identity.
+
+    A plain clamp would give a probability that reached 0 or 1 no gradient
+    ever again; this straight-through clamp keeps it learnable.
+    """
+    return probabilities + (probabilities.clamp(_EPS, 1 - _EPS) - probabilities).detach()
+
+
+def _uniform(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    values = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return values.clamp_(_EPS, 1 - _EPS)
+
+
+def draw(
+    alpha: torch.Tensor, probabilities: torch.Tensor, count: int, generator: torch.Generator | None = None
+) -> DiscreteDraw:
+    """Draw ``count`` sub-policies (Gumbel-max on ``log softmax(alpha)``) and application bits."""
+    if alpha.ndim != 1 or probabilities.shape != (alpha.shape[0], 2):
+        raise ValueError(
+            f"expected alpha [S] and probabilities [S, 2], got {tuple(alpha.shape)} and {tuple(probabilities.shape)}"
+        )
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count!r}")
+    with torch.no_grad():
+        sub_policies = alpha.shape[0]
+        categorical_u = _uniform((count, sub_policies), alpha, generator)
+        categorical_v = _uniform((count, sub_policies), alpha, generator)
+        bernoulli_u = _uniform((count, sub_policies, 2), probabilities, generator)
+        bernoulli_v = _uniform((count, sub_policies, 2), probabilities, generator)
+        gumbel = alpha.log_softmax(0) - (-categorical_u.log()).log()
+        logits = clamped_probabilities(probabilities).logit()
+        bits = (logits + bernoulli_u.logit() > 0).to(probabilities.dtype)
+        return DiscreteDraw(gumbel.argmax(1), bits, categorical_u, categorical_v, bernoulli_u, bernoulli_v)
+
+
+def _categorical_relaxations(alpha: torch.Tensor, sample: DiscreteDraw) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z`` and ``z~ | b`` (Grathwohl et al. 2018, appendix) in location form ``log theta + Gumbel``."""
+    log_theta = alpha.log_softmax(0)
+    z = log_theta - (-sample.categorical_u.log()).log()
+    chosen = sample.sub_policy.unsqueeze(1)
+    log_v = sample.categorical_v.log()
+    log_v_chosen = log_v.gather(1, chosen)
+    others = -(-log_v / log_theta.exp() - log_v_chosen).log()
+    z_tilde = others.scatter(1, chosen, -(-log_v_chosen).log())
+    return z, z_tilde
+
+
+def _bernoulli_relaxations(probabilities: torch.Tensor, sample: DiscreteDraw) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z = logit(p) + logit(u)`` and ``z~ | b`` with u redrawn on the side of 1 - p that b says."""
+    theta = clamped_probabilities(probabilities)
+    logits = theta.logit()
+    z = logits + sample.bernoulli_u.logit()
+    v = sample.bernoulli_v
+    conditional_u = torch.where(sample.bits > 0.5, (1 - theta) + v * theta, v * (1 - theta))
+    z_tilde = logits + conditional_u.clamp(_EPS, 1 - _EPS).logit()
+    return z, z_tilde
+
+
+def relaxed_inputs(
+    alpha: torch.Tensor, probabilities: torch.Tensor, sample: DiscreteDraw, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The control variate's inputs ``[D, 3S]`` for ``z`` and ``z~``: tempered Bernoullis, then categorical."""
+    categorical_z, categorical_z_tilde = _categorical_relaxations(alpha, sample)
+    bernoulli_z, bernoulli_z_tilde = _bernoulli_relaxations(probabilities, sample)
+
+    def tempered(bernoulli: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            ((bernoulli / temperature).sigmoid().flatten(1), (categorical / temperature).softmax(1)), dim=1
+        )
+
+    return tempered(bernoulli_z, categorical_z), tempered(bernoulli_z_tilde, categorical_z_tilde)
+
+
+def score(alpha: torch.Tensor, probabilities: torch.Tensor, sample: DiscreteDraw) -> tuple[torch.Tensor, torch.Tensor]:
+    """``d log P(b)`` per draw in closed form: ``[D, S]`` for alpha and ``[D, S, 2]`` for p."""
+    with torch.no_grad():
+        one_hot = torch.nn.functional.one_hot(sample.sub_policy, alpha.shape[0]).to(alpha.dtype)
+        alpha_score = one_hot - alpha.softmax(0)
+        theta = probabilities.clamp(_EPS, 1 - _EPS)
+        probability_score = sample.bits / theta - (1 - sample.bits) / (1 - theta)
+    return alpha_score, probability_score
+
+
+class ControlVariate(torch.nn.Module):
+    """RELAX's learned control variate ``c_phi``: inputs -> 100 tanh -> 1 (the paper's MLP)."""
+
+    def __init__(self, inputs: int, hidden: int = 100) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
+
+    def forward(self, relaxed: torch.Tensor) -> torch.Tensor:
+        """``[D, inputs]`` -> ``[D]``."""
+        return self.layers(relaxed).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class RelaxGradients:
+    """The RELAX estimate (mean over the D draws) and the variance loss for the control variate."""
+
+    alpha: torch.Tensor  # [S], detached
+    probabilities: torch.Tensor  # [S, 2], detached
+    variance_loss: torch.Tensor  # 0-dim, mean of g ** 2, with a graph to the control variate
+
+
+def relax_gradients(
+    values: torch.Tensor,
+    alpha: torch.Tensor,
+    probabilities: torch.Tensor,
+    sample: DiscreteDraw,
+    control_variate: ControlVariate,
+    temperature: float,
+) -> RelaxGradients:
+    """RELAX estimate of ``d E[f(b)] / d (alpha, p)`` from ``values = f(b)`` ``[D]`` of the D draws.
+
+    ``alpha`` and ``probabilities`` must require grad. The returned estimate is
+    the mean over the draws of each draw's RELAX estimate.
+    """
+    if values.shape != (sample.count,):
+        raise ValueError(f"expected one value per draw, shape ({sample.count},), got {tuple(values.shape)}")
+    relaxed, conditional = relaxed_inputs(alpha, probabilities, sample, temperature)
+    control, control_conditional = control_variate(relaxed), control_variate(conditional)
+    alpha_score, probability_score = score(alpha, probabilities, sample)
+    weights = (values.detach() - control_conditional) / sample.count
+    correction_alpha, correction_probabilities = torch.autograd.grad(
+        (control - control_conditional).mean(), (alpha, probabilities), create_graph=True
+    )
+    alpha_gradient = weights @ alpha_score + correction_alpha
+    probability_gradient = torch.einsum("d,dsk->sk", weights, probability_score) + correction_probabilities
+    variance_loss = torch.cat((probability_gradient, alpha_gradient.unsqueeze(1)), dim=1).square().mean()
+    return RelaxGradients(alpha_gradient.detach(), probability_gradient.detach(), variance_loss)
