@@ -29,7 +29,7 @@ from .batches import crop_and_flip
 from .bilevel import BilevelSearchStep
 from .data import LabelledImages, load_search_images, split_halves
 from .export import OutputPaths, export_result, output_paths, ranked_sub_policies
-from .models import build_model
+from .models import build_model, check_model_name
 from .settings import SearchInputError, SearchSettings, resolve_settings
 
 _REFRESH_STEPS = 10
@@ -100,6 +100,7 @@ def search(
         magnitude_grad=magnitude_grad,
         hypergradient_xi=hypergradient_xi,
     )
+    check_model_name(settings.model)
     device = _device(device)
     output = user_preset_dir() if output is None else Path(output).expanduser()
     paths = output_paths(output, name)
@@ -155,7 +156,7 @@ def search(
         history = list(saved.history)
     start_epoch = saved.epoch if saved is not None else 0
 
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    steps_per_epoch = len(_batch_sizes(len(train), settings.batch_size))
     bar = tqdm(
         total=settings.epochs * steps_per_epoch,
         initial=start_epoch * steps_per_epoch,
@@ -225,6 +226,12 @@ def _cosine_lr(settings: SearchSettings, epoch: int) -> float:
     return settings.lr * 0.5 * (1 + math.cos(math.pi * epoch / settings.epochs))
 
 
+def _batch_sizes(count: int, batch_size: int) -> list[int]:
+    """Sizes of an epoch's batches; a last batch of one image is dropped (BatchNorm cannot train on it)."""
+    sizes = [min(batch_size, count - start) for start in range(0, count, batch_size)]
+    return sizes[:-1] if len(sizes) > 1 and sizes[-1] == 1 else sizes
+
+
 def _run_epoch(
     step: BilevelSearchStep,
     train: LabelledImages,
@@ -248,7 +255,8 @@ def _run_epoch(
     correct_sum = torch.zeros((), device=device)
     seen = 0
     bar.set_description(f"epoch {epoch + 1}/{settings.epochs}")
-    batches = train_order.split(settings.batch_size)
+    sizes = _batch_sizes(len(train), settings.batch_size)
+    batches = train_order[: sum(sizes)].split(sizes)
     for index, train_batch in enumerate(batches):
         start = index * settings.batch_size
         val_batch = val_order[start : start + len(train_batch)]

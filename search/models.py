@@ -18,6 +18,8 @@ import timm
 import torch
 from torch import nn
 
+from .settings import SearchInputError
+
 _WIDE_RESNET = re.compile(r"wrn-(\d+)-(\d+)")
 
 
@@ -71,20 +73,33 @@ class WideResNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def build_model(name: str, num_classes: int) -> nn.Module:
-    """A freshly initialised network ``name`` with ``num_classes`` outputs.
+def check_model_name(name: str) -> None:
+    """Check that ``name`` is ``wrn-DEPTH-WIDTH`` with a valid depth or a timm model.
 
     Raises:
-        ValueError: for a name that is neither ``wrn-DEPTH-WIDTH`` nor a timm model.
+        SearchInputError: naming the model (with close timm names).
     """
     match = _WIDE_RESNET.fullmatch(name)
     if match:
-        return WideResNet(int(match.group(1)), int(match.group(2)), num_classes)
+        depth, width = int(match.group(1)), int(match.group(2))
+        if depth < 10 or (depth - 4) % 6 != 0 or width < 1:
+            raise SearchInputError(
+                f"Wide-ResNet {name!r}: depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 40, ...) and width >= 1"
+            )
+        return
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-        raise ValueError(
+        raise SearchInputError(
             f"unknown model {name!r}{hint}; use wrn-DEPTH-WIDTH (e.g. wrn-40-2, wrn-28-10) "
             f"or a timm model name (timm.list_models())"
         )
+
+
+def build_model(name: str, num_classes: int) -> nn.Module:
+    """A freshly initialised network ``name`` (see :func:`check_model_name`) with ``num_classes`` outputs."""
+    check_model_name(name)
+    match = _WIDE_RESNET.fullmatch(name)
+    if match:
+        return WideResNet(int(match.group(1)), int(match.group(2)), num_classes)
     return timm.create_model(name, pretrained=False, num_classes=num_classes)

@@ -1,0 +1,155 @@
+"""dada-search end to end on tiny data, on the CPU: the console script and the Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+import dada_transforms.search.checkpoint as checkpoint_module
+from dada_transforms import DADA, Policy
+from dada_transforms.search.loop import search
+from dada_transforms.search.settings import SearchInputError
+
+TINY = ["--model", "wrn-10-1", "--image-size", "16", "--cutout", "8", "--batch-size", "4", "--device", "cpu"]
+TINY_API = {"model": "wrn-10-1", "image_size": 16, "cutout": 8, "batch_size": 4, "device": "cpu", "progress": False}
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory):
+    """3 classes x 8 images of 20x24 px: 12 search-train and 12 search-val images, 3 steps of 4."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.RandomState(0)
+    for label in range(3):
+        (root / f"class{label}").mkdir()
+        for index in range(8):
+            pixels = (rng.rand(20, 24, 3) * 120 + 60 * label).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"class{label}" / f"{index}.png")
+    return root
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    executable = shutil.which("dada-search")
+    command = [executable] if executable else [sys.executable, "-m", "dada_transforms.search.cli"]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
+
+
+def test_cli_search_writes_a_loadable_preset(image_tree, tmp_path) -> None:
+    presets = tmp_path / "presets"
+    result = run_cli(
+        "--dataset", "imagefolder", "--data-dir", str(image_tree), "--epochs", "2", "--top-k", "10",
+        "--name", "tiny-search", *TINY, env={"DADA_PRESET_DIR": str(presets)},
+    )
+    assert result.returncode == 0, result.stderr
+    policy_path, parameters_path = presets / "tiny-search.json", presets / "tiny-search.safetensors"
+    assert result.stdout.strip() == str(policy_path)
+    assert "epoch 2/2: loss" in result.stderr and "top: " in result.stderr
+    assert sorted(path.name for path in presets.iterdir()) == ["tiny-search.json", "tiny-search.safetensors"]
+
+    policy = Policy.from_json(policy_path)
+    assert len(policy) == 10 and policy.name == "tiny-search"
+    weights = policy.metadata["sub_policy_weights"]
+    assert len(weights) == 10 and weights == sorted(weights, reverse=True)
+    assert policy.metadata["search"]["model"] == "wrn-10-1" and policy.metadata["search"]["epochs"] == 2
+    assert [entry["epoch"] for entry in policy.metadata["history"]] == [1, 2]
+
+    with safe_open(str(parameters_path), "pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        assert handle.metadata()["format"] == "dada-search-parameters"
+    assert tensors["alpha"].shape == (105,)
+    assert tensors["probabilities"].shape == tensors["magnitudes"].shape == (105, 2)
+    assert any(key.startswith("control_variate.") for key in tensors)
+    assert (tensors["probabilities"] - 0.5).abs().max() > 1e-3
+    assert (tensors["magnitudes"] - 0.5).abs().max() > 1e-3
+    assert 0 <= tensors["probabilities"].min() and tensors["magnitudes"].max() <= 1
+
+    by_path = DADA(str(policy_path))
+    assert by_path.policy == policy
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    assert by_path(images).shape == images.shape
+    env = {"DADA_PRESET_DIR": str(presets)}
+    loaded_by_name = subprocess.run(
+        [sys.executable, "-c", "from dada_transforms import DADA; print(len(DADA('tiny-search').policy))"],
+        capture_output=True, text=True, env={**os.environ, **env},
+    )
+    assert loaded_by_name.stdout.strip() == "10", loaded_by_name.stderr
+
+
+def test_resume_reproduces_an_uninterrupted_search(image_tree, tmp_path, monkeypatch) -> None:
+    straight = search("imagefolder", name="run", output=tmp_path / "straight", data_dir=image_tree, epochs=2, **TINY_API)
+
+    real_save = checkpoint_module.save_checkpoint
+
+    def save_then_stop(directory, state):
+        real_save(directory, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        search("imagefolder", name="run", output=tmp_path / "resumed", data_dir=image_tree, epochs=2, **TINY_API)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", real_save)
+    assert json.loads((tmp_path / "resumed" / "run.checkpoint" / "checkpoint.json").read_text())["epoch"] == 1
+    assert not (tmp_path / "resumed" / "run.json").exists()
+
+    with pytest.raises(SearchInputError, match="other settings .*seed: 0 there, 1 now"):
+        search("imagefolder", name="run", output=tmp_path / "resumed", data_dir=image_tree, epochs=2, seed=1, resume=True, **TINY_API)
+    resumed = search(
+        "imagefolder", name="run", output=tmp_path / "resumed", data_dir=image_tree, epochs=2, resume=True, **TINY_API
+    )
+    assert set(resumed.parameters) == set(straight.parameters)
+    for key, value in straight.parameters.items():
+        torch.testing.assert_close(resumed.parameters[key], value, rtol=0, atol=1e-6, msg=key)
+    assert (straight.parameters["magnitudes"] - 0.5).abs().max() > 1e-3
+    assert resumed.policy.metadata["history"] == straight.policy.metadata["history"]
+    assert not (tmp_path / "resumed" / "run.checkpoint").exists()
+
+
+def test_missing_dataset_says_which_folder_to_fill(tmp_path) -> None:
+    result = run_cli("--dataset", "reduced-cifar10", "--data-dir", str(tmp_path / "data"), "--name", "x", "--output", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("dada-search: error: cifar10 not found in ")
+    assert str(tmp_path / "data") in result.stderr and "--download" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "mnist"], "argument --dataset: invalid choice: 'mnist'"),
+        (["--dataset", "imagefolder"], "error: --dataset imagefolder needs --data-dir DIR"),
+        (["--dataset", "cifar10", "--epochs", "0"], "error: epochs must be an integer >= 1, got 0"),
+        (["--dataset", "cifar10", "--top-k", "200"], "error: top-k must be an integer in [1, 105], got 200"),
+        (["--dataset", "cifar10", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+        (["--dataset", "cifar10", "--model", "resnet5O"], "error: unknown model 'resnet5O' (did you mean 'resnet50'"),
+        (["--dataset", "cifar10", "--name", "a/b"], "error: preset name must be letters"),
+        (["--dataset", "cifar10", "--push-to-hub", "nope"], "push_to_hub must be a Hub repository id 'org/name', got 'nope'"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(args, message, tmp_path) -> None:
+    result = run_cli("--name", "x", "--output", str(tmp_path), *args)
+    assert result.returncode == 2
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_builtin_preset_names_are_refused_in_the_preset_directory(tmp_path) -> None:
+    result = run_cli("--dataset", "cifar10", "--name", "cifar10", env={"DADA_PRESET_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "preset name 'cifar10' is a built-in preset" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path) -> None:
+    result = run_cli("--dataset", "cifar10", "--device", "cuda", "--name", "x", "--output", str(tmp_path))
+    assert result.returncode == 2
+    assert "CUDA is not available here; use --device cpu" in result.stderr
