@@ -172,7 +172,7 @@ def relax_gradients(
     relaxed, conditional = relaxed_inputs(alpha, probabilities, sample, temperature)
     control, control_conditional = control_variate(relaxed), control_variate(conditional)
     alpha_score, probability_score = score(alpha, probabilities, sample)
-    weights = (values.detach() - control_conditional) / sample.count
+    weights = (values.detach().to(control_conditional.dtype) - control_conditional) / sample.count
     correction_alpha, correction_probabilities = torch.autograd.grad(
         (control - control_conditional).mean(), (alpha, probabilities), create_graph=True
     )

@@ -1,0 +1,227 @@
+"""The bilevel step: hypergradient against autograd through one SGD step, learning, export and state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from dada_transforms.policy import Policy
+from dada_transforms.search import SUB_POLICIES, AugmentationParameters, BilevelSearchStep
+
+MEAN = (0.5, 0.4, 0.3)
+STD = (0.25, 0.2, 0.3)
+
+
+def _images(count: int, seed: int, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (count, 3, size, size), generator=generator, dtype=torch.uint8)
+    return images, torch.randint(0, 4, (count,), generator=generator)
+
+
+def _mlp(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 12), torch.nn.Tanh(), torch.nn.Linear(12, 4)
+    ).double()
+
+
+def _searcher(model, augmentation, **options) -> BilevelSearchStep:
+    settings = dict(lr=0.05, weight_decay=1e-3, mean=MEAN, std=STD, cutout=0, generator=torch.Generator().manual_seed(1))
+    settings.update(options)
+    return BilevelSearchStep(model, augmentation, **settings)
+
+
+def _log_probability(alpha, probabilities, discrete) -> torch.Tensor:
+    """log P(b) per draw, written out: the chosen sub-policy and every Bernoulli bit."""
+    bits = discrete.bits
+    categorical = alpha.log_softmax(0)[discrete.sub_policy]
+    bernoulli = (bits * probabilities.log() + (1 - bits) * (1 - probabilities).log()).sum((1, 2))
+    return categorical + bernoulli
+
+
+def _autograd_hypergradient(searcher, augmentation, sample, train, val, sampling, magnitude_grad):
+    """d L_val(w - xi (grad_w L_train(w, theta) + momentum buffer + wd w)) / d theta by autograd.
+
+    L_train is the score-function surrogate of the sampled batch: its value is the
+    training loss and its theta-gradient is loss * d log P(b) (plus the magnitude path).
+    """
+    model = searcher.model
+    group = searcher.weight_optimizer.param_groups[0]
+    xi, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+    weights = {name: parameter.detach().clone().requires_grad_() for name, parameter in model.named_parameters()}
+    alpha, probabilities, magnitudes = augmentation.architecture_parameters()
+    batch = augmentation.augment(train[0], sample, magnitude_grad)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    inputs = ((batch.images - mean) / std).double() + batch.straight_through.double().view(-1, 1, 1, 1)
+    losses = F.cross_entropy(functional_call(model, weights, inputs), train[1], reduction="none")
+    log_probability = _log_probability(alpha, probabilities, sample.discrete).double()
+    weight = (log_probability - log_probability.detach()).exp()
+    if sampling == "per-sample":
+        surrogate = (losses * weight).mean()
+    else:
+        surrogate = losses.mean() * weight.squeeze(0)
+    gradients = torch.autograd.grad(surrogate, list(weights.values()), create_graph=True)
+    unrolled = {}
+    for (name, value), gradient, parameter in zip(weights.items(), gradients, model.parameters()):
+        buffer = searcher.weight_optimizer.state[parameter]["momentum_buffer"]
+        unrolled[name] = value - xi * (gradient + weight_decay * value + momentum * buffer)
+    val_inputs = ((val[0].double() / 255 - mean) / std).double()
+    val_loss = F.cross_entropy(functional_call(model, unrolled, val_inputs), val[1])
+    return torch.autograd.grad(val_loss, (alpha, probabilities, magnitudes)), xi
+
+
+@pytest.mark.parametrize(
+    "sampling, magnitude_grad, with_xi",
+    [
+        ("per-sample", "straight-through", True),
+        ("per-batch", "straight-through", False),
+        ("per-sample", "autodiff", False),
+    ],
+)
+def test_unrolled_hypergradient_matches_autograd_through_one_sgd_step(sampling, magnitude_grad, with_xi):
+    augmentation = AugmentationParameters().double()
+    with torch.no_grad():
+        augmentation.alpha.copy_(torch.randn(105, generator=torch.Generator().manual_seed(3)))
+        augmentation.probabilities.uniform_(0.3, 0.95)
+        augmentation.magnitudes.uniform_(0.0, 1.0)
+        for parameter in augmentation.control_variate_parameters():
+            parameter.zero_()  # c = 0: the estimate is then exactly the score-function term
+    searcher = _searcher(
+        _mlp(), augmentation, sampling=sampling, magnitude_grad=magnitude_grad, hypergradient_xi=with_xi,
+        lr=0.2, weight_decay=0.05,
+    )
+    train, val = _images(16, seed=0), _images(16, seed=1)
+    searcher.step(*train, *val)  # fills the momentum buffers, which w' must include
+    with torch.no_grad():
+        for parameter in augmentation.control_variate_parameters():
+            parameter.zero_()
+    sample = augmentation.sample(16, sampling == "per-sample", torch.Generator().manual_seed(4))
+    ours = searcher.architecture_gradients(*train, *val, sample)
+    reference, xi = _autograd_hypergradient(searcher, augmentation, sample, train, val, sampling, magnitude_grad)
+    factor = 1.0 if with_xi else 1.0 / xi
+    for name, expected in zip(("alpha", "probabilities", "magnitudes"), reference):
+        assert expected.abs().max() > 0, name
+        # the finite difference (radius 0.01) agrees with autograd to ~1e-4 of the largest entry
+        tolerance = 5e-4 * expected.abs().max().item() * factor
+        torch.testing.assert_close(ours[name], expected * factor, rtol=1e-3, atol=tolerance, msg=name)
+
+
+def test_autodiff_magnitude_gradient_of_brightness_is_the_image():
+    augmentation = AugmentationParameters().double()
+    index = SUB_POLICIES.index(("Brightness", "Sharpness"))
+    with torch.no_grad():
+        augmentation.alpha.fill_(-50).data[index] = 50
+        augmentation.probabilities.data[index] = torch.tensor([1.0, 0.0])
+        augmentation.magnitudes.data[index, 0] = 0.3  # factor 0.64: nothing clips
+    images, _ = _images(4, seed=2)
+    sample = augmentation.sample(4, per_sample=True, generator=torch.Generator().manual_seed(0))
+    batch = augmentation.augment(images, sample, "autodiff")
+    (gradient,) = torch.autograd.grad(batch.images.sum(), augmentation.magnitudes)
+    # Brightness: factor = 0.1 + 1.8 m, output = factor * x, so d sum / d m = 1.8 * sum(x)
+    expected = 1.8 * images.double().sum() / 255
+    torch.testing.assert_close(gradient[index, 0], expected, rtol=1e-5, atol=0)
+    assert gradient.count_nonzero() == 1
+    exact = (images.double() * 0.64).floor() / 255  # values stay PIL's (truncated), within float rounding
+    torch.testing.assert_close(batch.images.detach().double(), exact, rtol=0, atol=1.01 / 255)
+
+
+@pytest.mark.parametrize("sampling", ["per-batch", "per-sample"])
+def test_probabilities_and_magnitudes_move_and_stay_in_the_unit_interval(sampling):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 4),
+    )
+    augmentation = AugmentationParameters()
+    initial = {name: value.clone() for name, value in augmentation.tensors().items()}
+    searcher = _searcher(model, augmentation, sampling=sampling, cutout=4, lr=0.1)
+    train, val = _images(16, seed=0), _images(16, seed=1)
+    for _ in range(4):
+        stats = searcher.step(*train, *val)
+    assert stats.loss.ndim == 0 and stats.accuracy.ndim == 0 and 0 <= stats.accuracy <= 1
+    for name in ("alpha", "probabilities", "magnitudes"):
+        moved = (augmentation.tensors()[name] - initial[name]).abs()
+        assert moved.max() > 1e-3, name
+    assert (augmentation.probabilities.min() >= 0) and (augmentation.probabilities.max() <= 1)
+    assert (augmentation.magnitudes.min() >= 0) and (augmentation.magnitudes.max() <= 1)
+    assert not torch.equal(augmentation.tensors()["control_variate.layers.0.weight"], initial["control_variate.layers.0.weight"])
+
+
+def test_first_order_leaves_the_augmentation_alone_and_virtual_steps_keep_batchnorm_statistics():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 4),
+    )
+    augmentation = AugmentationParameters()
+    train, val = _images(8, seed=0), _images(8, seed=1)
+    searcher = _searcher(model, augmentation)
+    running_mean = model[1].running_mean.clone()
+    searcher.architecture_gradients(*train, *val)
+    assert torch.equal(model[1].running_mean, running_mean)
+    first_order = _searcher(model, augmentation, unrolled=False)
+    before = augmentation.tensors()
+    weight = model[0].weight.detach().clone()
+    first_order.step(*train, *val)
+    assert all(torch.equal(value, augmentation.tensors()[name]) for name, value in before.items())
+    assert not torch.equal(model[0].weight, weight)
+    assert not torch.equal(model[1].running_mean, running_mean)  # the real forward pass does update them
+
+
+def test_to_policy_keeps_the_heaviest_sub_policies_with_clamped_values():
+    augmentation = AugmentationParameters()
+    with torch.no_grad():
+        augmentation.alpha[7] = 3.0
+        augmentation.alpha[50] = 2.0
+        augmentation.probabilities[7] = torch.tensor([1.3, 0.25])
+        augmentation.magnitudes[50] = torch.tensor([-0.2, 0.75])
+    policy = augmentation.to_policy(top_k=3, name="found", metadata={"epochs": 2})
+    assert isinstance(policy, Policy) and len(policy) == 3 and policy.name == "found"
+    first, second = policy[0], policy[1]
+    assert (first[0].op, first[1].op) == SUB_POLICIES[7] and (first[0].probability, first[1].probability) == (1.0, 0.25)
+    assert (second[0].op, second[1].op) == SUB_POLICIES[50] and (second[0].magnitude, second[1].magnitude) == (0.0, 0.75)
+    weights = augmentation.sub_policy_weights()
+    assert policy.metadata["epochs"] == 2
+    assert policy.metadata["sub_policy_weights"] == pytest.approx([weights[7].item(), weights[50].item(), weights[0].item()])
+    with pytest.raises(ValueError, match="top_k"):
+        augmentation.to_policy(top_k=0)
+
+
+def test_tensors_and_optimizer_state_round_trip():
+    source = AugmentationParameters()
+    model = _mlp()
+    searcher = _searcher(model, source)
+    train, val = _images(8, seed=0), _images(8, seed=1)
+    searcher.step(*train, *val)
+    tensors = source.tensors()
+    assert all(value.is_contiguous() and value.device.type == "cpu" for value in tensors.values())
+    target = AugmentationParameters()
+    target.load_tensors(tensors)
+    assert all(torch.equal(value, target.tensors()[name]) for name, value in tensors.items())
+    resumed = _searcher(model, target)
+    resumed.load_state_dict(searcher.state_dict())
+    assert resumed.arch_optimizer.state_dict()["state"][0]["step"] == 1
+    with pytest.raises(ValueError, match="alpha"):
+        target.load_tensors({**tensors, "alpha": torch.zeros(3)})
+    with pytest.raises(ValueError, match="missing"):
+        target.load_tensors({"alpha": tensors["alpha"]})
+
+
+def test_bad_settings_raise_value_errors():
+    model, augmentation = _mlp(), AugmentationParameters()
+    with pytest.raises(ValueError, match="sampling"):
+        _searcher(model, augmentation, sampling="per-epoch")
+    with pytest.raises(ValueError, match="magnitude_grad"):
+        _searcher(model, augmentation, magnitude_grad="reinforce")
+    with pytest.raises(ValueError, match="cutout"):
+        _searcher(model, augmentation, cutout=-1)
+    with pytest.raises(ValueError, match="temperature"):
+        AugmentationParameters(temperature=0)
+    searcher = _searcher(model, augmentation)
+    images, labels = _images(4, seed=0)
+    with pytest.raises(ValueError, match="uint8"):
+        searcher.step(images.float(), labels, images, labels)
+    with pytest.raises(ValueError, match="labels"):
+        searcher.step(images, labels[:3], images, labels)
