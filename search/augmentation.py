@@ -74,6 +74,12 @@ class AugmentationParameters(torch.nn.Module):
         self.probabilities = torch.nn.Parameter(torch.full((count, 2), 0.5))
         self.magnitudes = torch.nn.Parameter(torch.full((count, 2), 0.5))
         self.control_variate = ControlVariate(3 * count)
+        # constant tables, as buffers so that they follow the module to its device (no per-step copies)
+        self.register_buffer("operation_table", SUB_POLICY_OPERATIONS.clone(), persistent=False)
+        self.register_buffer("operation_lows", OPERATION_LOWS.clone(), persistent=False)
+        self.register_buffer("operation_spans", OPERATION_SPANS.clone(), persistent=False)
+        self.register_buffer("operation_mirrored", OPERATION_MIRRORED.clone(), persistent=False)
+        self.register_buffer("differentiable_operations", torch.tensor(DIFFERENTIABLE_OPERATIONS), persistent=False)
 
     def architecture_parameters(self) -> list[torch.nn.Parameter]:
         return [self.alpha, self.probabilities, self.magnitudes]
@@ -116,8 +122,7 @@ class AugmentationParameters(torch.nn.Module):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         sub_policy, applied = sample.per_image()
-        device = images.device
-        operations = SUB_POLICY_OPERATIONS.to(device)[sub_policy]
+        operations = self.operation_table[sub_policy]
         magnitudes = self.magnitudes[sub_policy]
         arguments = self._arguments(operations, magnitudes, sample.signs)
         exact = apply_operations(
@@ -126,20 +131,17 @@ class AugmentationParameters(torch.nn.Module):
         ).float().div_(255)
         straight = applied.clone()
         if magnitude_grad == "autodiff":
-            differentiable = torch.isin(operations, torch.tensor(DIFFERENTIABLE_OPERATIONS, device=device))
+            differentiable = torch.isin(operations, self.differentiable_operations)
             straight &= ~differentiable
             surrogate = _differentiable_surrogate(images.float().div_(255), operations, applied, arguments)
             exact = exact + (surrogate - surrogate.detach())
         straight_through = ((magnitudes - magnitudes.detach()) * straight).sum(1)
         return AugmentedBatch(exact, straight_through)
 
-    @staticmethod
-    def _arguments(operations: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
-        device = operations.device
-        lows, spans = OPERATION_LOWS.to(device)[operations], OPERATION_SPANS.to(device)[operations]
-        mirrored = OPERATION_MIRRORED.to(device)[operations]
-        arguments = lows + magnitudes * spans
-        return torch.where(mirrored, arguments * signs, arguments)
+    def _arguments(self, operations: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+        """Signed real arguments ``low + m * (high - low)``, mirrored ops times their drawn sign."""
+        arguments = self.operation_lows[operations] + magnitudes * self.operation_spans[operations]
+        return torch.where(self.operation_mirrored[operations], arguments * signs.to(arguments.dtype), arguments)
 
     # -- export and persistence -------------------------------------------------
 

@@ -270,7 +270,9 @@ class BilevelSearchStep:
     def _normalized_float(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] != self._mean.shape[1]:
             raise ValueError(f"mean/std have {self._mean.shape[1]} channels, the images {images.shape[1]}")
-        mean, std = self._mean.to(images.device), self._std.to(images.device)
+        if self._mean.device != images.device:
+            self._mean, self._std = self._mean.to(images.device), self._std.to(images.device)
+        mean, std = self._mean, self._std
         return ((images - mean) / std).to(self._dtype())
 
     def _cutout_mask(self, images: torch.Tensor) -> torch.Tensor:

@@ -126,7 +126,8 @@ def relaxed_inputs(
 def score(alpha: torch.Tensor, probabilities: torch.Tensor, sample: DiscreteDraw) -> tuple[torch.Tensor, torch.Tensor]:
     """``d log P(b)`` per draw in closed form: ``[D, S]`` for alpha and ``[D, S, 2]`` for p."""
     with torch.no_grad():
-        one_hot = torch.nn.functional.one_hot(sample.sub_policy, alpha.shape[0]).to(alpha.dtype)
+        one_hot = torch.zeros(sample.count, alpha.shape[0], dtype=alpha.dtype, device=alpha.device)
+        one_hot.scatter_(1, sample.sub_policy.unsqueeze(1), 1.0)  # F.one_hot would synchronise on CUDA
         alpha_score = one_hot - alpha.softmax(0)
         theta = probabilities.clamp(_EPS, 1 - _EPS)
         probability_score = sample.bits / theta - (1 - sample.bits) / (1 - theta)
