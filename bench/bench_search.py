@@ -1,0 +1,136 @@
+"""Speed of the DADA search step in the published reduced CIFAR-10 setting, on synthetic data.
+
+The setting: WRN-40-2, batch 128, 20 epochs over 4,000 images split 50/50, so
+2,000 search-train images = 16 steps per epoch = 320 steps. The data here is
+random uint8 of the same shape, already on the device, so nothing is
+downloaded. Each timed search step includes the device-side crop and flip
+of the train and validation batches, as in ``dada-search``.
+
+The anchor is a plain SGD training step (crop, flip, normalise, forward,
+backward, step) of the same model and batch, timed in the same run.
+
+Usage::
+
+    python bench/bench_search.py                      # CPU, and CUDA when available
+    python bench/bench_search.py --device cuda --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from dada_transforms.search.augmentation import AugmentationParameters
+from dada_transforms.search.batches import crop_and_flip
+from dada_transforms.search.bilevel import BilevelSearchStep
+from dada_transforms.search.models import build_model
+
+SEARCHED_IMAGES = 4000
+EPOCHS = 20
+GOAL_SECONDS = 60.0
+PAPER_SECONDS = 0.1 * 3600
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(device: torch.device, function, steps: int, warmup: int) -> float:
+    """Seconds per call of ``function(step_index)``, after ``warmup`` untimed calls."""
+    for index in range(warmup):
+        function(index)
+    _synchronize(device)
+    start = time.perf_counter()
+    for index in range(steps):
+        function(index)
+    _synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def bench(device: torch.device, model_name: str, batch_size: int, steps: int, warmup: int, sampling: str) -> None:
+    torch.manual_seed(0)
+    generator = torch.Generator(device=device).manual_seed(0)
+    half = SEARCHED_IMAGES // 2
+    images = torch.randint(0, 256, (SEARCHED_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=generator, device=device)
+    labels = torch.randint(0, 10, (SEARCHED_IMAGES,), generator=generator, device=device)
+    train_images, val_images, train_labels, val_labels = images[:half], images[half:], labels[:half], labels[half:]
+    steps_per_epoch = math.ceil(half / batch_size)
+
+    def batch(index: int) -> slice:
+        start = (index % steps_per_epoch) * batch_size
+        return slice(start, min(start + batch_size, half))
+
+    # Anchor: a plain training step of the same model.
+    model = build_model(model_name, 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+
+    def train_step(index: int) -> None:
+        part = batch(index)
+        inputs = (crop_and_flip(train_images[part], 4, generator).float() / 255 - mean) / std
+        loss = F.cross_entropy(model(inputs), train_labels[part])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    train_seconds = _timed(device, train_step, steps, warmup)
+
+    model = build_model(model_name, 10).to(device)
+    augmentation = AugmentationParameters(temperature=0.5).to(device)
+    search_step = BilevelSearchStep(
+        model, augmentation, lr=0.1, weight_decay=2e-4, cutout=16, mean=MEAN, std=STD,
+        sampling=sampling, generator=generator,
+    )
+
+    def search_step_call(index: int) -> None:
+        part = batch(index)
+        search_step.step(
+            crop_and_flip(train_images[part], 4, generator),
+            train_labels[part],
+            crop_and_flip(val_images[part], 4, generator),
+            val_labels[part],
+        )
+
+    search_seconds = _timed(device, search_step_call, steps, warmup)
+    total_steps = EPOCHS * steps_per_epoch
+    estimate = total_steps * search_seconds
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {device} ({name}); model {model_name}, batch {batch_size}, sampling {sampling}; "
+          f"{steps} timed steps after {warmup} warm-up")
+    print(f"  plain training step:  {train_seconds * 1000:10.1f} ms  ({1 / train_seconds:8.2f} steps/s)")
+    print(f"  DADA search step:     {search_seconds * 1000:10.1f} ms  ({1 / search_seconds:8.2f} steps/s)")
+    print(f"  search step / training step: {search_seconds / train_seconds:.2f}x")
+    print(f"  estimated search ({EPOCHS} epochs x {steps_per_epoch} steps = {total_steps} steps): {estimate:.1f} s")
+    print(f"  vs the 60 s goal: {estimate / GOAL_SECONDS:.2f}x; vs the paper's 0.1 GPU-hour (360 s): "
+          f"{estimate / PAPER_SECONDS:.3f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
+    parser.add_argument("--model", default="wrn-40-2")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, help="timed steps (default 3 on CPU, 32 on CUDA)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 1 on CPU, 5 on CUDA)")
+    parser.add_argument("--sampling", choices=("per-batch", "per-sample"), default="per-batch")
+    args = parser.parse_args()
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        print("CUDA is not available here: CPU only")
+        devices.remove("cuda")
+    for device in devices:
+        on_cuda = device == "cuda"
+        steps = args.steps if args.steps is not None else (32 if on_cuda else 3)
+        warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
+        bench(torch.device(device), args.model, args.batch_size, steps, warmup, args.sampling)
+
+
+if __name__ == "__main__":
+    main()
