@@ -111,14 +111,18 @@ def _bernoulli_relaxations(probabilities: torch.Tensor, sample: DiscreteDraw) ->
 def relaxed_inputs(
     alpha: torch.Tensor, probabilities: torch.Tensor, sample: DiscreteDraw, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The control variate's inputs ``[D, 3S]`` for ``z`` and ``z~``: tempered Bernoullis, then categorical."""
+    """The control variate's inputs ``[D, 3S]`` for ``z`` and ``z~``.
+
+    Laid out as the authors' code does: per sub-policy its two tempered Bernoulli
+    relaxations ``sigmoid(z / tau)``, then its tempered categorical relaxation
+    ``softmax(z / tau)``.
+    """
     categorical_z, categorical_z_tilde = _categorical_relaxations(alpha, sample)
     bernoulli_z, bernoulli_z_tilde = _bernoulli_relaxations(probabilities, sample)
 
     def tempered(bernoulli: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        return torch.cat(
-            ((bernoulli / temperature).sigmoid().flatten(1), (categorical / temperature).softmax(1)), dim=1
-        )
+        relaxed = torch.cat(((bernoulli / temperature).sigmoid(), (categorical / temperature).softmax(1).unsqueeze(2)), 2)
+        return relaxed.flatten(1)
 
     return tempered(bernoulli_z, categorical_z), tempered(bernoulli_z_tilde, categorical_z_tilde)
 
@@ -135,7 +139,10 @@ def score(alpha: torch.Tensor, probabilities: torch.Tensor, sample: DiscreteDraw
 
 
 class ControlVariate(torch.nn.Module):
-    """RELAX's learned control variate ``c_phi``: inputs -> 100 tanh -> 1 (the paper's MLP)."""
+    """RELAX's learned control variate ``c_phi``: inputs -> 100 tanh -> 1 (the paper's MLP).
+
+    The relaxations, in [0, 1], are mapped to [-1, 1] first, as in the authors' code.
+    """
 
     def __init__(self, inputs: int, hidden: int = 100) -> None:
         super().__init__()
@@ -143,7 +150,7 @@ class ControlVariate(torch.nn.Module):
 
     def forward(self, relaxed: torch.Tensor) -> torch.Tensor:
         """``[D, inputs]`` -> ``[D]``."""
-        return self.layers(relaxed).squeeze(-1)
+        return self.layers(relaxed * 2 - 1).squeeze(-1)
 
 
 @dataclass(frozen=True)
