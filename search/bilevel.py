@@ -210,10 +210,7 @@ class BilevelSearchStep:
         scale = -(xi if self.hypergradient_xi else 1.0) / (2 * epsilon)
         differences = (losses(1.0) - losses(-1.0)) * scale
         augmentation = self.augmentation
-        if inputs.requires_grad:
-            (magnitudes,) = torch.autograd.grad(differences.mean(), augmentation.magnitudes)
-        else:
-            magnitudes = torch.zeros_like(augmentation.magnitudes)
+        (magnitudes,) = torch.autograd.grad(differences.mean(), augmentation.magnitudes)
         values = differences.detach()
         if self.sampling == "per-batch":
             values = values.mean().view(1)
@@ -246,12 +243,15 @@ class BilevelSearchStep:
         """``w - xi * (g + momentum * buffer + wd * w)``, as leaves that require grad."""
         with torch.no_grad():
             weights = [parameter.detach() for _, parameter in trainable]
-            directions = list(torch._foreach_add(list(gradients), weights, alpha=weight_decay))
-            if momentum:
-                for index, (_, parameter) in enumerate(trainable):
-                    buffer = self.weight_optimizer.state.get(parameter, {}).get("momentum_buffer")
-                    if buffer is not None:
-                        directions[index] = directions[index] + momentum * buffer
+            directions = torch._foreach_add(list(gradients), weights, alpha=weight_decay)
+            state = self.weight_optimizer.state
+            pairs = [
+                (direction, state[parameter]["momentum_buffer"])
+                for direction, (_, parameter) in zip(directions, trainable)
+                if state.get(parameter, {}).get("momentum_buffer") is not None
+            ]
+            if momentum and pairs:
+                torch._foreach_add_([direction for direction, _ in pairs], [buffer for _, buffer in pairs], alpha=momentum)
             unrolled = torch._foreach_add(weights, directions, alpha=-xi)
         return [weight.requires_grad_() for weight in unrolled]
 
