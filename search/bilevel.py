@@ -208,7 +208,10 @@ class BilevelSearchStep:
             return F.cross_entropy(logits, train_labels, reduction="none")
 
         scale = -(xi if self.hypergradient_xi else 1.0) / (2 * epsilon)
-        differences = (losses(1.0) - losses(-1.0)) * scale
+        devices = [inputs.device] if inputs.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # w+ and w- see the same dropout masks
+            plus = losses(1.0)
+        differences = (plus - losses(-1.0)) * scale
         augmentation = self.augmentation
         (magnitudes,) = torch.autograd.grad(differences.mean(), augmentation.magnitudes)
         values = differences.detach()

@@ -108,6 +108,24 @@ def test_unrolled_hypergradient_matches_autograd_through_one_sgd_step(sampling, 
         torch.testing.assert_close(ours[name], expected * factor, rtol=1e-3, atol=tolerance, msg=name)
 
 
+def test_finite_difference_uses_the_same_dropout_masks_at_w_plus_and_w_minus():
+    train, val = _images(16, seed=0), _images(16, seed=1)
+    norms = {}
+    for rate in (0.0, 0.3):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(192, 32), torch.nn.Tanh(), torch.nn.Dropout(rate), torch.nn.Linear(32, 4)
+        ).double()
+        augmentation = AugmentationParameters().double()
+        searcher = _searcher(model, augmentation, sampling="per-sample")
+        sample = augmentation.sample(16, True, torch.Generator().manual_seed(4))
+        gradients = searcher.architecture_gradients(*train, *val, sample)
+        norms[rate] = gradients["magnitudes"].norm().item(), gradients["alpha"].norm().item()
+    # different masks would add (loss noise) / (2 eps), tens of times the signal here
+    for with_dropout, without in zip(norms[0.3], norms[0.0]):
+        assert with_dropout < 3 * without
+
+
 def test_autodiff_magnitude_gradient_of_brightness_is_the_image():
     augmentation = AugmentationParameters().double()
     index = SUB_POLICIES.index(("Brightness", "Sharpness"))
