@@ -7,7 +7,9 @@ downloaded. Each timed search step includes the device-side crop and flip
 of the train and validation batches, as in ``dada-search``.
 
 The anchor is a plain SGD training step (crop, flip, normalise, forward,
-backward, step) of the same model and batch, timed in the same run.
+backward, step) of the same model and batch, timed in the same run: the two
+kinds of step alternate and each is timed alone, so that a machine whose
+load changes affects both; medians are reported.
 
 Usage::
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
 import torch
@@ -41,16 +44,24 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(device: torch.device, function, steps: int, warmup: int) -> float:
-    """Seconds per call of ``function(step_index)``, after ``warmup`` untimed calls."""
-    for index in range(warmup):
-        function(index)
+def _seconds(device: torch.device, function, index: int) -> float:
     _synchronize(device)
     start = time.perf_counter()
-    for index in range(steps):
-        function(index)
+    function(index)
     _synchronize(device)
-    return (time.perf_counter() - start) / steps
+    return time.perf_counter() - start
+
+
+def _interleaved(device: torch.device, first, second, steps: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Per-call seconds of ``first`` and ``second``, called in turn (so a changing machine load hits both)."""
+    for index in range(warmup):
+        first(index)
+        second(index)
+    times: tuple[list[float], list[float]] = ([], [])
+    for index in range(steps):
+        times[0].append(_seconds(device, first, index))
+        times[1].append(_seconds(device, second, index))
+    return times
 
 
 def bench(device: torch.device, model_name: str, batch_size: int, steps: int, warmup: int, sampling: str) -> None:
@@ -67,20 +78,18 @@ def bench(device: torch.device, model_name: str, batch_size: int, steps: int, wa
         return slice(start, min(start + batch_size, half))
 
     # Anchor: a plain training step of the same model.
-    model = build_model(model_name, 10).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+    anchor = build_model(model_name, 10).to(device)
+    optimizer = torch.optim.SGD(anchor.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
 
     def train_step(index: int) -> None:
         part = batch(index)
         inputs = (crop_and_flip(train_images[part], 4, generator).float() / 255 - mean) / std
-        loss = F.cross_entropy(model(inputs), train_labels[part])
+        loss = F.cross_entropy(anchor(inputs), train_labels[part])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-
-    train_seconds = _timed(device, train_step, steps, warmup)
 
     model = build_model(model_name, 10).to(device)
     augmentation = AugmentationParameters(temperature=0.5).to(device)
@@ -98,15 +107,18 @@ def bench(device: torch.device, model_name: str, batch_size: int, steps: int, wa
             val_labels[part],
         )
 
-    search_seconds = _timed(device, search_step_call, steps, warmup)
+    train_times, search_times = _interleaved(device, train_step, search_step_call, steps, warmup)
+    train_seconds, search_seconds = statistics.median(train_times), statistics.median(search_times)
+    ratios = [search / train for search, train in zip(search_times, train_times)]
     total_steps = EPOCHS * steps_per_epoch
     estimate = total_steps * search_seconds
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); model {model_name}, batch {batch_size}, sampling {sampling}; "
           f"{steps} timed steps after {warmup} warm-up")
-    print(f"  plain training step:  {train_seconds * 1000:10.1f} ms  ({1 / train_seconds:8.2f} steps/s)")
-    print(f"  DADA search step:     {search_seconds * 1000:10.1f} ms  ({1 / search_seconds:8.2f} steps/s)")
-    print(f"  search step / training step: {search_seconds / train_seconds:.2f}x")
+    print(f"  plain training step (median):  {train_seconds * 1000:10.1f} ms  ({1 / train_seconds:8.2f} steps/s)")
+    print(f"  DADA search step (median):     {search_seconds * 1000:10.1f} ms  ({1 / search_seconds:8.2f} steps/s)")
+    print(f"  search step / training step: median {statistics.median(ratios):.2f}x "
+          f"(per pair: {', '.join(f'{ratio:.2f}' for ratio in ratios)})")
     print(f"  estimated search ({EPOCHS} epochs x {steps_per_epoch} steps = {total_steps} steps): {estimate:.1f} s")
     print(f"  vs the 60 s goal: {estimate / GOAL_SECONDS:.2f}x; vs the paper's 0.1 GPU-hour (360 s): "
           f"{estimate / PAPER_SECONDS:.3f}x")

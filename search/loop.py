@@ -103,23 +103,11 @@ def search(
     check_model_name(settings.model)
     device = _device(device)
     output = user_preset_dir() if output is None else Path(output).expanduser()
-    paths = output_paths(output, name)
-    if output == user_preset_dir() and any(info.name == name and info.source == "built-in" for info in preset_infos()):
-        raise SearchInputError(
-            f"preset name {name!r} is a built-in preset, which DADA({name!r}) would load instead of this search's "
-            f"result; choose another name (e.g. {name + '-searched'!r}) or pass an output folder"
-        )
+    paths = _checked_output_paths(output, name)
     if push_to_hub is not None and not _HUB_REPO.fullmatch(push_to_hub):
         raise SearchInputError(f"push_to_hub must be a Hub repository id 'org/name', got {push_to_hub!r}")
     state_dir = checkpoint.checkpoint_dir(output, name)
-    saved = checkpoint.load_checkpoint(state_dir) if resume else None
-    if saved is not None and saved.settings != settings:
-        changed = sorted(key for key, value in settings.to_dict().items() if saved.settings.to_dict()[key] != value)
-        raise SearchInputError(
-            f"the checkpoint in {str(state_dir)!r} was made with other settings ("
-            + ", ".join(f"{key}: {saved.settings.to_dict()[key]!r} there, {getattr(settings, key)!r} now" for key in changed)
-            + "); repeat the original settings to resume, or drop --resume to start afresh"
-        )
+    saved = _resumable_state(state_dir, settings) if resume else None
 
     data = load_search_images(settings.dataset, data_dir, download=download, image_size=settings.image_size)
     try:
@@ -199,6 +187,30 @@ def search(
         push_preset(paths.policy, push_to_hub, safetensors_path=paths.parameters)
         _say(bar, f"pushed to the Hub: {push_to_hub}")
     return SearchResult(policy, parameters, paths)
+
+
+def _checked_output_paths(output: Path, name: str) -> OutputPaths:
+    """The result files; a built-in preset's name is refused in the user preset directory (it would be shadowed)."""
+    paths = output_paths(output, name)
+    if output == user_preset_dir() and any(info.name == name and info.source == "built-in" for info in preset_infos()):
+        raise SearchInputError(
+            f"preset name {name!r} is a built-in preset, which DADA({name!r}) would load instead of this search's "
+            f"result; choose another name (e.g. {name + '-searched'!r}) or pass an output folder"
+        )
+    return paths
+
+
+def _resumable_state(state_dir: Path, settings: SearchSettings) -> checkpoint.SearchState | None:
+    """The checkpoint to resume from, if any; it must have been made with the same settings."""
+    saved = checkpoint.load_checkpoint(state_dir)
+    if saved is None or saved.settings == settings:
+        return saved
+    before, now = saved.settings.to_dict(), settings.to_dict()
+    changed = ", ".join(f"{key}: {before[key]!r} there, {now[key]!r} now" for key in sorted(now) if before[key] != now[key])
+    raise SearchInputError(
+        f"the checkpoint in {str(state_dir)!r} was made with other settings ({changed}); "
+        f"repeat the original settings to resume, or drop --resume to start afresh"
+    )
 
 
 def _device(device: str | torch.device | None) -> torch.device:
