@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -86,7 +87,15 @@ def test_cli_search_writes_a_loadable_preset(image_tree, tmp_path) -> None:
 
 
 def test_resume_reproduces_an_uninterrupted_search(image_tree, tmp_path, monkeypatch) -> None:
-    straight = search("imagefolder", name="run", output=tmp_path / "straight", data_dir=image_tree, epochs=2, **TINY_API)
+    pushed = []
+    fake_hub = types.ModuleType("dada_transforms.hub")
+    fake_hub.push_preset = lambda path, repo_id, safetensors_path: pushed.append((path, repo_id, safetensors_path))
+    monkeypatch.setitem(sys.modules, "dada_transforms.hub", fake_hub)
+    straight = search(
+        "imagefolder", name="run", output=tmp_path / "straight", data_dir=image_tree, epochs=2,
+        push_to_hub="org/run", **TINY_API,
+    )
+    assert pushed == [(straight.paths.policy, "org/run", straight.paths.parameters)]
 
     real_save = checkpoint_module.save_checkpoint
 
