@@ -19,6 +19,8 @@ evaluations, so only the real forward pass at ``w`` (step 6) updates the model's
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,28 @@ def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 if allow_zero else value > 0):
         raise ValueError(f"{name} must be a number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
     return float(value)
+
+
+@contextmanager
+def _ieee_float32() -> Iterator[None]:
+    """Full float32 convolutions and matmuls (no TF32) for the finite difference.
+
+    The perturbation ``eps * v`` moves each weight by far less than TF32's
+    resolution (10 mantissa bits), so with TF32 the losses at ``w+`` and ``w-``
+    would differ mostly by rounding. The caller's settings are restored on exit.
+    """
+    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: per-operator precision settings
+        settings = [(torch.backends.cudnn.conv, "fp32_precision", "ieee"), (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
+    else:
+        settings = [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
+    saved = [getattr(owner, name) for owner, name, _ in settings]
+    for owner, name, value in settings:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for (owner, name, _), value in zip(settings, saved):
+            setattr(owner, name, value)
 
 
 class BilevelSearchStep:
@@ -209,11 +233,12 @@ class BilevelSearchStep:
 
         scale = -(xi if self.hypergradient_xi else 1.0) / (2 * epsilon)
         devices = [inputs.device] if inputs.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # w+ and w- see the same dropout masks
-            plus = losses(1.0)
-        differences = (plus - losses(-1.0)) * scale
         augmentation = self.augmentation
-        (magnitudes,) = torch.autograd.grad(differences.mean(), augmentation.magnitudes)
+        with _ieee_float32():
+            with torch.random.fork_rng(devices=devices):  # w+ and w- see the same dropout masks
+                plus = losses(1.0)
+            differences = (plus - losses(-1.0)) * scale
+            (magnitudes,) = torch.autograd.grad(differences.mean(), augmentation.magnitudes)
         values = differences.detach()
         if self.sampling == "per-batch":
             values = values.mean().view(1)

@@ -126,6 +126,30 @@ def test_finite_difference_uses_the_same_dropout_masks_at_w_plus_and_w_minus():
         assert with_dropout < 3 * without
 
 
+class _PrecisionRecorder(torch.nn.Module):
+    """A tiny model that records the float32 convolution precision setting at each forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 4))
+        self.seen: list[str] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.backends.cudnn.conv.fp32_precision)
+        return self.layers(images)
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cudnn, "conv"), reason="per-operator precision settings need torch >= 2.9")
+def test_finite_difference_runs_without_tf32_and_restores_the_setting():
+    model = _PrecisionRecorder()
+    before = torch.backends.cudnn.conv.fp32_precision
+    searcher = _searcher(model, AugmentationParameters())
+    searcher.architecture_gradients(*_images(4, seed=0), *_images(4, seed=1))
+    # forward passes: real at w, validation at w', then w+ and w-
+    assert model.seen == [before, before, "ieee", "ieee"]
+    assert torch.backends.cudnn.conv.fp32_precision == before
+
+
 def test_autodiff_magnitude_gradient_of_brightness_is_the_image():
     augmentation = AugmentationParameters().double()
     index = SUB_POLICIES.index(("Brightness", "Sharpness"))
