@@ -154,7 +154,7 @@ def search(
         dynamic_ncols=True,
     )
     _say(
-        bar,
+        progress,
         f"dada-search: {settings.dataset}, {len(train)} search-train + {len(val)} search-val images of "
         f"{settings.image_size}px, {settings.model}, {steps_per_epoch} steps/epoch on {device}"
         + (f", resuming after epoch {start_epoch}" if start_epoch else ""),
@@ -164,7 +164,7 @@ def search(
             stats = _run_epoch(step, train, val, settings, epoch, generator, bar)
             history.append({"epoch": epoch + 1, **stats})
             top = ", ".join(f"{a}+{b} {weight:.4f}" for a, b, weight in ranked_sub_policies(augmentation, 5))
-            _say(bar, f"epoch {epoch + 1}/{settings.epochs}: loss {stats['loss']:.4f}, accuracy {stats['accuracy']:.4f}; top: {top}")
+            _say(progress, f"epoch {epoch + 1}/{settings.epochs}: loss {stats['loss']:.4f}, accuracy {stats['accuracy']:.4f}; top: {top}")
             checkpoint.save_checkpoint(
                 state_dir,
                 checkpoint.SearchState(
@@ -180,12 +180,12 @@ def search(
     metadata = {"search": settings.to_dict(), "searched_images": len(data), "history": history}
     policy, parameters = export_result(augmentation, paths, name, settings.top_k, metadata)
     shutil.rmtree(state_dir, ignore_errors=True)
-    _say(bar, f"wrote {paths.policy} and {paths.parameters}")
+    _say(progress, f"wrote {paths.policy} and {paths.parameters}")
     if push_to_hub is not None:
         from dada_transforms.hub import push_preset
 
         push_preset(paths.policy, push_to_hub, safetensors_path=paths.parameters)
-        _say(bar, f"pushed to the Hub: {push_to_hub}")
+        _say(progress, f"pushed to the Hub: {push_to_hub}")
     return SearchResult(policy, parameters, paths)
 
 
@@ -225,9 +225,10 @@ def _device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def _say(bar: tqdm, line: str) -> None:
-    if not bar.disable:
-        bar.write(line, file=sys.stderr)
+def _say(progress: bool, line: str) -> None:
+    """A log line on stderr (above the progress bar) when progress is shown."""
+    if progress:
+        tqdm.write(line, file=sys.stderr)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

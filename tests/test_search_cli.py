@@ -64,6 +64,7 @@ def test_cli_search_writes_a_loadable_preset(image_tree, tmp_path) -> None:
     policy_path, parameters_path = presets / "tiny-search.json", presets / "tiny-search.safetensors"
     assert result.stdout.strip() == str(policy_path)
     assert "epoch 2/2: loss" in result.stderr and "top: " in result.stderr
+    assert f"wrote {policy_path} and {parameters_path}" in result.stderr
     assert sorted(path.name for path in presets.iterdir()) == ["tiny-search.json", "tiny-search.safetensors"]
 
     policy = Policy.from_json(policy_path)
