@@ -1,0 +1,151 @@
+"""A picture of what a policy does: the original image and augmented samples in a labelled grid."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from .ops import OperationSpec
+from .params import draw_one
+from .policy import Policy
+from .transform import DADA
+
+DEMO_IMAGE_NAME = "chelsea.jpg"
+"""The demo photo shipped in ``dada_transforms/assets`` (CC0, see LICENSE-demo.txt there)."""
+
+MIN_TILE_SIZE = 64
+MAX_SAMPLES = 256
+_PADDING = 6
+_LINE_HEIGHT = 14
+_FONT_SIZES = (11, 10, 9, 8)
+_BACKGROUND = (255, 255, 255)
+_TEXT = (20, 20, 20)
+
+
+def demo_image() -> Image.Image:
+    """The demo photo shipped with the package, as an RGB image."""
+    with resources.as_file(resources.files("dada_transforms") / "assets" / DEMO_IMAGE_NAME) as path:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where the tiles of a grid go: ``count`` cells in rows of ``columns``, each a tile and its caption."""
+
+    count: int
+    columns: int
+    tile_size: int
+    caption_lines: int
+
+    @property
+    def rows(self) -> int:
+        return -(-self.count // self.columns)
+
+    @property
+    def cell_size(self) -> tuple[int, int]:
+        return self.tile_size + _PADDING, self.tile_size + self.caption_lines * _LINE_HEIGHT + 2 * _PADDING
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The grid picture's ``(width, height)``."""
+        width, height = self.cell_size
+        return self.columns * width + _PADDING, self.rows * height + _PADDING
+
+    def tile_box(self, index: int) -> tuple[int, int, int, int]:
+        """The ``(left, top, right, bottom)`` box of tile ``index`` (0 is the original)."""
+        width, height = self.cell_size
+        left = _PADDING + (index % self.columns) * width
+        top = _PADDING + (index // self.columns) * height
+        return left, top, left + self.tile_size, top + self.tile_size
+
+
+def _check_count(value: object, what: str, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{what} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def applied_label(spec: OperationSpec, argument: float) -> str:
+    """A caption for one applied operation with its signed argument, e.g. ``Rotate -13.5 deg``."""
+    if not spec.has_argument:
+        return spec.name
+    text = spec.describe_argument(argument)
+    if spec.mirror:
+        text = text.replace("+/-", "-" if argument < 0 else "+", 1)
+    return f"{spec.name} {text}"
+
+
+def _fitted(draw: ImageDraw.ImageDraw, text: str, width: int) -> tuple[str, ImageFont.ImageFont]:
+    """The text and the largest font that fits ``width`` pixels, shortened with '...' if none does."""
+    for size in _FONT_SIZES:
+        font = ImageFont.load_default(size=size)
+        if draw.textlength(text, font=font) <= width:
+            return text, font
+    while len(text) > 1 and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "...", font
+
+
+def _caption(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], lines: Sequence[str]) -> None:
+    left, _, right, bottom = box
+    for number, line in enumerate(lines):
+        text, font = _fitted(draw, line, right - left)
+        draw.text((left, bottom + 3 + number * _LINE_HEIGHT), text, fill=_TEXT, font=font)
+
+
+def make_grid(
+    policy: Policy | str | os.PathLike[str],
+    image: Image.Image | str | os.PathLike[str] | None = None,
+    samples: int = 15,
+    columns: int = 4,
+    seed: int = 0,
+    tile_size: int = 160,
+) -> Image.Image:
+    """A grid of the original ``image`` (first, labelled "original") and ``samples`` augmented versions.
+
+    The image (default: the demo photo) is cropped to a square of ``tile_size`` pixels
+    before augmenting; each sample is captioned with the operations applied to it.
+    ``seed`` makes the picture repeatable.
+    """
+    _check_count(samples, "samples", 1, MAX_SAMPLES)
+    _check_count(columns, "columns", 1)
+    _check_count(tile_size, "tile_size", MIN_TILE_SIZE)
+    _check_count(seed, "seed", 0)
+    generator = torch.Generator().manual_seed(seed)
+    transform = DADA(policy, generator=generator)
+    source = _open_image(image)
+    tile = ImageOps.fit(source, (tile_size, tile_size), Image.Resampling.LANCZOS)
+    slots = max(len(sub_policy) for sub_policy in transform.policy)
+    layout = GridLayout(samples + 1, columns, tile_size, caption_lines=slots)
+    grid = Image.new("RGB", layout.size, _BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    grid.paste(tile, layout.tile_box(0)[:2])
+    _caption(draw, layout.tile_box(0), ["original"])
+    for index in range(1, samples + 1):
+        state = generator.get_state()
+        applied = draw_one(transform.policy, slots, transform.magnitude_std, generator)
+        generator.set_state(state)
+        box = layout.tile_box(index)
+        grid.paste(transform(tile), box[:2])
+        _caption(draw, box, [applied_label(spec, argument) for spec, argument, _ in applied] or ["(no operation applied)"])
+    return grid
+
+
+def _open_image(image: Image.Image | str | os.PathLike[str] | None) -> Image.Image:
+    if image is None:
+        return demo_image()
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        with Image.open(Path(image)) as opened:
+            return opened.convert("RGB")
+    except OSError as error:
+        raise ValueError(f"cannot read image {str(image)!r}: {error}") from None

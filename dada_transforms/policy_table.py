@@ -1,0 +1,90 @@
+"""A policy as a table: one row per operation, rendered as aligned text (``show``) or Markdown (model cards)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ops import OPERATIONS
+from .policy import Policy
+
+
+@dataclass(frozen=True)
+class OperationRow:
+    """One operation of a policy, with its magnitude mapped to the real argument."""
+
+    sub_policy: int  # 1-based
+    first: bool  # the sub-policy's first operation
+    weight: float | None  # the sub-policy's search weight, when the policy's metadata has it
+    operation: str  # e.g. "Rotate +/-13.5 deg"
+    probability: float
+    magnitude: float
+
+
+def sub_policy_weights(policy: Policy) -> list[float] | None:
+    """The search weights softmax(alpha) of the sub-policies, if the metadata holds one number per sub-policy."""
+    weights = policy.metadata.get("sub_policy_weights")
+    if (
+        isinstance(weights, list)
+        and len(weights) == len(policy)
+        and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)
+    ):
+        return [float(w) for w in weights]
+    return None
+
+
+def policy_rows(policy: Policy) -> list[OperationRow]:
+    """The policy's operations in order, one row each."""
+    weights = sub_policy_weights(policy)
+    return [
+        OperationRow(
+            sub_policy=index + 1,
+            first=position == 0,
+            weight=weights[index] if weights else None,
+            operation=OPERATIONS[operation.op].describe(operation.magnitude),
+            probability=operation.probability,
+            magnitude=operation.magnitude,
+        )
+        for index, sub_policy in enumerate(policy)
+        for position, operation in enumerate(sub_policy)
+    ]
+
+
+def _cells(row: OperationRow, with_weight: bool) -> list[str]:
+    cells = [str(row.sub_policy) if row.first else ""]
+    if with_weight:
+        cells.append(f"{row.weight:.4f}" if row.first else "")
+    return cells + [row.operation, f"{row.probability:.2f}", f"{row.magnitude:.2f}"]
+
+
+_NUMERIC_COLUMNS = frozenset({"sub-policy", "weight", "probability", "magnitude"})
+
+
+def _header(with_weight: bool) -> list[str]:
+    return ["sub-policy"] + (["weight"] if with_weight else []) + ["operation (argument)", "probability", "magnitude"]
+
+
+def text_table(policy: Policy) -> str:
+    """The policy as an aligned plain-text table, sub-policies separated by their number."""
+    rows = policy_rows(policy)
+    with_weight = rows[0].weight is not None
+    header = _header(with_weight)
+    body = [_cells(row, with_weight) for row in rows]
+    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
+    rendered = ["  ".join(name.ljust(width) for name, width in zip(header, widths)).rstrip()]
+    for line in body:
+        cells = [
+            cell.rjust(width) if name in _NUMERIC_COLUMNS else cell.ljust(width)
+            for name, cell, width in zip(header, line, widths)
+        ]
+        rendered.append("  ".join(cells).rstrip())
+    return "\n".join(rendered)
+
+
+def markdown_table(policy: Policy) -> str:
+    """The policy as a Markdown table."""
+    rows = policy_rows(policy)
+    with_weight = rows[0].weight is not None
+    header = _header(with_weight)
+    alignment = ["---:" if name in _NUMERIC_COLUMNS else "---" for name in header]
+    lines = [header, alignment] + [_cells(row, with_weight) for row in rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
