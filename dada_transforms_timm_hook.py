@@ -46,16 +46,22 @@ def _dada_aware(original: Callable[..., Any]) -> Callable[..., Any]:
     return auto_augment_transform
 
 
+_WRAPPERS: dict[Callable[..., Any], Callable[..., Any]] = {}  # timm's function -> its one wrapper
+
+
 def patch_module(module: Any) -> bool:
     """Replace ``module.auto_augment_transform`` by the DADA-aware wrapper (idempotent).
 
-    Returns True when the module holds the wrapper afterwards.
+    Every module holding the same timm function gets the same wrapper. Returns True
+    when the module holds the wrapper afterwards.
     """
     original = getattr(module, _FUNCTION_NAME, None)
     if original is None:
         return False
     if not getattr(original, _PATCH_MARKER, False):
-        setattr(module, _FUNCTION_NAME, _dada_aware(original))
+        if original not in _WRAPPERS:
+            _WRAPPERS[original] = _dada_aware(original)
+        setattr(module, _FUNCTION_NAME, _WRAPPERS[original])
     return True
 
 
