@@ -101,6 +101,32 @@ def _caption(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], lines: S
         draw.text((left, bottom + 3 + number * _LINE_HEIGHT), text, fill=_TEXT, font=font)
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One augmented image and the captions of the operations applied to it, in order."""
+
+    image: Image.Image
+    applied: tuple[str, ...]
+
+
+def augmented_samples(transform: DADA, image: Image.Image, samples: int) -> list[Sample]:
+    """``samples`` applications of ``transform`` to ``image``, each with the operations it applied.
+
+    The operations are read by drawing with a copy of the transform's generator state,
+    which the transform then consumes identically.
+    """
+    generator = transform.generator if transform.generator is not None else torch.default_generator
+    slots = max(len(sub_policy) for sub_policy in transform.policy)
+    result = []
+    for _ in range(samples):
+        state = generator.get_state()
+        applied = draw_one(transform.policy, slots, transform.magnitude_std, generator)
+        generator.set_state(state)
+        labels = tuple(applied_label(spec, argument) for spec, argument, _ in applied)
+        result.append(Sample(transform(image), labels))
+    return result
+
+
 def make_grid(
     policy: Policy | str | os.PathLike[str],
     image: Image.Image | str | os.PathLike[str] | None = None,
@@ -119,23 +145,19 @@ def make_grid(
     _check_count(columns, "columns", 1)
     _check_count(tile_size, "tile_size", MIN_TILE_SIZE)
     _check_count(seed, "seed", 0)
-    generator = torch.Generator().manual_seed(seed)
-    transform = DADA(policy, generator=generator)
-    source = _open_image(image)
-    tile = ImageOps.fit(source, (tile_size, tile_size), Image.Resampling.LANCZOS)
+    transform = DADA(policy, generator=torch.Generator().manual_seed(seed))
+    tile = ImageOps.fit(_open_image(image), (tile_size, tile_size), Image.Resampling.LANCZOS)
     slots = max(len(sub_policy) for sub_policy in transform.policy)
     layout = GridLayout(samples + 1, columns, tile_size, caption_lines=slots)
     grid = Image.new("RGB", layout.size, _BACKGROUND)
     draw = ImageDraw.Draw(grid)
-    grid.paste(tile, layout.tile_box(0)[:2])
-    _caption(draw, layout.tile_box(0), ["original"])
-    for index in range(1, samples + 1):
-        state = generator.get_state()
-        applied = draw_one(transform.policy, slots, transform.magnitude_std, generator)
-        generator.set_state(state)
+    captioned = [(tile, ("original",))] + [
+        (sample.image, sample.applied or ("(no operation applied)",)) for sample in augmented_samples(transform, tile, samples)
+    ]
+    for index, (picture, caption) in enumerate(captioned):
         box = layout.tile_box(index)
-        grid.paste(transform(tile), box[:2])
-        _caption(draw, box, [applied_label(spec, argument) for spec, argument, _ in applied] or ["(no operation applied)"])
+        grid.paste(picture, box[:2])
+        _caption(draw, box, caption)
     return grid
 
 

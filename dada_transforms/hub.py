@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download, try_to_load_from_cache
-from huggingface_hub.errors import (
+from huggingface_hub.utils import (
     EntryNotFoundError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -36,6 +36,9 @@ from .presets import HUB_PREFIX, load_policy
 POLICY_FILE = "policy.json"
 PARAMETERS_FILE = "policy.safetensors"
 CARD_FILE = "README.md"
+# Network failures surface as the HTTP library's own errors: OSErrors with requests (older
+# huggingface_hub), subclasses of HfHubHTTPError's base class with httpx.
+_NETWORK_ERRORS = (OSError, HfHubHTTPError.__bases__[0])
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
@@ -193,6 +196,6 @@ def push_preset(
             f"cannot push to {repo_id!r}: not logged in to the Hugging Face Hub; run `hf auth login`, "
             f"set HF_TOKEN or pass a token"
         ) from None
-    except HfHubHTTPError as error:
+    except _NETWORK_ERRORS as error:
         raise ValueError(f"pushing to Hub repository {repo_id!r} failed: {error}") from None
     return str(url)
