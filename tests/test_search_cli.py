@@ -88,12 +88,21 @@ def test_cli_search_writes_a_loadable_preset(image_tree, tmp_path) -> None:
     assert by_path.policy == policy
     images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
     assert by_path(images).shape == images.shape
-    env = {"DADA_PRESET_DIR": str(presets)}
-    loaded_by_name = subprocess.run(
-        [sys.executable, "-c", "from dada_transforms import DADA; print(len(DADA('tiny-search').policy))"],
-        capture_output=True, text=True, env={**os.environ, **env},
+    # By name (the user preset directory), and in timm by name and by path (--aa dada-...).
+    script = (
+        "import dada_transforms_timm_hook as hook; hook.install()\n"
+        "import sys, timm.data\n"
+        "from dada_transforms import DADA\n"
+        "print(len(DADA('tiny-search').policy))\n"
+        "for spec in ('dada-tiny-search', 'dada-' + sys.argv[1]):\n"
+        "    transform = timm.data.create_transform(32, is_training=True, auto_augment=spec)\n"
+        "    print(next(len(t.policy) for t in transform.transforms if type(t).__name__ == 'DADA'))\n"
     )
-    assert loaded_by_name.stdout.strip() == "10", loaded_by_name.stderr
+    loaded = subprocess.run(
+        [sys.executable, "-c", script, str(policy_path)],
+        capture_output=True, text=True, env={**os.environ, "DADA_PRESET_DIR": str(presets)},
+    )
+    assert loaded.stdout.split() == ["10", "10", "10"], loaded.stderr
 
 
 def test_resume_reproduces_an_uninterrupted_search(image_tree, tmp_path, monkeypatch) -> None:
