@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import pytest
 import timm
@@ -115,6 +117,22 @@ def test_user_preset_with_dashes(tmp_path, monkeypatch):
     dada, _ = _split_at_augment(create_transform(SIZE, is_training=True, auto_augment="dada-my-preset-mstd1"), DADA)
     assert dada.policy == load_policy("my-preset")
     assert dada.magnitude_std == pytest.approx(0.1)
+
+
+def test_hub_spec_with_dashes_revision_and_suffix(monkeypatch):
+    """``dada-hf-hub:org/name@rev-mstd<x>``: the Hub loader gets ``org/name@rev`` (faked: no network)."""
+    asked = []
+    policy = load_policy("svhn")
+
+    def load_hub_policy(repo_spec):
+        asked.append(repo_spec)
+        return policy
+
+    monkeypatch.setitem(sys.modules, "dada_transforms.hub", types.SimpleNamespace(load_hub_policy=load_hub_policy))
+    config = "dada-hf-hub:some-org/dada-policy@v1-final-mstd1.5"
+    dada, _ = _split_at_augment(create_transform(SIZE, is_training=True, auto_augment=config), DADA)
+    assert asked == ["some-org/dada-policy@v1-final"]
+    assert dada.policy == policy and dada.magnitude_std == pytest.approx(0.15)
 
 
 def test_timm_hparams_set_fill_and_interpolation(tmp_path):
