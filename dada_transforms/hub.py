@@ -139,7 +139,7 @@ def load_hub_parameters(repo_spec: str) -> dict[str, torch.Tensor] | None:
 def _read_parameters(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a safetensors file, after checking that safetensors reads them."""
     try:
-        data = Path(path).read_bytes()
+        data = Path(path).expanduser().read_bytes()
     except OSError as error:
         raise ValueError(f"cannot read parameters file {str(path)!r}: {error.strerror or error}") from None
     try:

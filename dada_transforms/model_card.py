@@ -65,7 +65,7 @@ from torchvision import transforms
 from dada_transforms import DADA
 
 train_transform = transforms.Compose([
-    transforms.RandomResizedCrop(224),
+    transforms.RandomResizedCrop(224),      # RandomCrop(32, padding=4) for CIFAR-sized images
     transforms.RandomHorizontalFlip(),
     DADA("{spec}"),
     transforms.ToTensor(),
