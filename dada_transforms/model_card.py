@@ -31,7 +31,10 @@ _CITATION = """```bibtex
 
 
 def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+    else:
+        text = value if isinstance(value, str) else json.dumps(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
 

@@ -8,6 +8,7 @@ and in subprocesses through the environment), so no network is used.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import subprocess
@@ -291,3 +292,30 @@ def test_console_script_push_offline_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "dada-transforms: error: cannot push to 'me/cifar10'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_dada_search_result_pushes_with_its_settings_and_loads_back(cache, tmp_path, make_image):
+    for label in range(3):
+        (tmp_path / "images" / f"class{label}").mkdir(parents=True)
+        for index in range(8):
+            make_image(24, 20, seed=10 * label + index).save(tmp_path / "images" / f"class{label}" / f"{index}.png")
+    searched = subprocess.run(
+        ["dada-search", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "images"), "--model", "wrn-10-1",
+         "--image-size", "16", "--cutout", "8", "--batch-size", "4", "--device", "cpu", "--epochs", "1",
+         "--name", "tiny", "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert searched.returncode == 0, searched.stderr
+    api = FakeHfApi()
+    push_preset(tmp_path / "out" / "tiny.json", "me/tiny", safetensors_path=tmp_path / "out" / "tiny.safetensors", api=api)
+    (files,) = api.commits
+    card = files["README.md"].decode()
+    assert "| dataset | imagefolder |" in card and "| model | wrn-10-1 |" in card and "| epochs | 1 |" in card
+    assert "| searched images | 24 |" in card
+    weights = json.loads(files["policy.json"])["metadata"]["sub_policy_weights"]
+    assert f"| 1 | {weights[0]:.4f} |" in card
+
+    add_commit(cache, "me/tiny", COMMIT_1, files)
+    assert DADA("hf-hub:me/tiny").policy == load_policy(str(tmp_path / "out" / "tiny.json"))
+    parameters = load_hub_parameters("me/tiny")
+    assert parameters["alpha"].shape == (105,) and parameters["magnitudes"].shape == (105, 2)
