@@ -111,10 +111,20 @@ def test_a_bad_policy_json_is_a_clear_error_naming_the_repo(cache, content, prob
     assert problem in str(error.value)
 
 
-@pytest.mark.parametrize("spec", ["org", "org/na me", "org/name@", "a/b/c", "org--x/name"])
-def test_a_malformed_hub_spec_is_rejected_with_its_value(spec):
-    with pytest.raises(ValueError, match="org/name"):
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("org", "must look like 'org/name' (letters, digits, '-', '_', '.'; no '--' or '..'), got 'org'"),
+        ("org/na me", "got 'org/na me'"),
+        ("a/b/c", "got 'a/b/c'"),
+        ("org--x/name", "got 'org--x/name'"),
+        ("org/name@", "empty revision after '@' in Hub preset 'org/name@'"),
+    ],
+)
+def test_a_malformed_hub_spec_is_rejected_with_its_value(spec, message):
+    with pytest.raises(ValueError) as error:
         DADA(f"hf-hub:{spec}")
+    assert message in str(error.value)
 
 
 def test_parameters_are_read_with_safetensors(cache):
