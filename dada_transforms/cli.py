@@ -12,6 +12,7 @@ from PIL import Image
 
 from . import __version__
 from .atomic import write_atomic
+from .grid import make_grid
 from .policy_table import text_table
 from .presets import HUB_PREFIX, PRESET_DIR_VARIABLE, load_policy, preset_infos, user_preset_dir
 
@@ -93,14 +94,15 @@ def _image_format(output: Path) -> str:
 
 
 def _grid(args: argparse.Namespace) -> None:
-    from .grid import make_grid
-
     output = Path(args.output)
     image_format = _image_format(output)
     picture = make_grid(
         load_policy(args.preset), args.image, samples=args.samples, columns=args.columns, seed=args.seed, tile_size=args.tile_size
     )
-    write_atomic(output, lambda path: picture.save(path, format=image_format, optimize=True))
+    try:
+        write_atomic(output, lambda path: picture.save(path, format=image_format, optimize=True))
+    except OSError as error:
+        raise ValueError(f"cannot write {str(output)!r}: {error.strerror or error}") from None
     print(f"wrote {output} ({picture.width}x{picture.height} px: the original and {args.samples} samples)")
 
 
@@ -114,7 +116,7 @@ def _preset_file(spec: str) -> Path | None:
 
 
 def _push(args: argparse.Namespace) -> None:
-    from .hub import push_preset
+    from .hub import push_preset  # imports huggingface_hub, which the other commands do not need
 
     parameters = args.parameters
     if parameters is None:

@@ -182,3 +182,10 @@ def test_push_to_an_invalid_repo_id_is_a_user_error(preset_dir):
     assert result.returncode == 2
     assert "dada-transforms: error: a Hub repository id must look like 'org/name'" in result.stderr
     assert "'not a repo'" in result.stderr
+
+
+def test_grid_to_an_unwritable_path_is_a_user_error(tmp_path, capsys):
+    (tmp_path / "taken.png").mkdir()
+    assert main(["grid", "imagenet", "--samples", "1", "-o", str(tmp_path / "taken.png")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert [path.name for path in tmp_path.iterdir()] == ["taken.png"]  # no temporary file left
