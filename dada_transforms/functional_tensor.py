@@ -46,6 +46,14 @@ def _to_images_dtype(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.clamp_(0, 1).to(like.dtype)
 
 
+def _select(mask: torch.Tensor, chosen: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``torch.where(mask, chosen, other)``; integer images use mask arithmetic (several
+    times faster than ``where`` on CPU, same result)."""
+    if chosen.is_floating_point():
+        return torch.where(mask, chosen, other)
+    return chosen * mask + other * ~mask
+
+
 def _quantized(kernel):
     """Run a uint8-only kernel on float images by quantising to 8 bits and back."""
 
@@ -81,8 +89,8 @@ def _nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> tup
     column = (fixed(c + a * 0.5 + b * 0.5) + ys * fixed(b) + xs * fixed(a)) >> 16
     row = (fixed(f + d * 0.5 + e * 0.5) + ys * fixed(e) + xs * fixed(d)) >> 16
     scale_only = (b == 0) & (d == 0)
-    column = torch.where(scale_only, (c + a * 0.5 + xs * a).floor().clamp_(-1, width).to(integer), column)
-    row = torch.where(scale_only, (f + e * 0.5 + ys * e).floor().clamp_(-1, height).to(integer), row)
+    column = _select(scale_only, (c + a * 0.5 + xs * a).floor().clamp_(-1, width).to(integer), column)
+    row = _select(scale_only, (f + e * 0.5 + ys * e).floor().clamp_(-1, height).to(integer), row)
     return column, row
 
 
@@ -99,7 +107,7 @@ def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOpti
         inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
         index = (row.clamp_(0, height - 1) * width + column.clamp_(0, width - 1)).long().view(n, 1, height * width)
         sampled = images.reshape(n, channels, height * width).gather(2, index.expand(n, channels, height * width))
-        return torch.where(inside.unsqueeze(1), sampled.view_as(images), fill.to(images.dtype))
+        return _select(inside.unsqueeze(1), sampled.view_as(images), fill.to(images.dtype))
     coefficients = coefficients.to(device=images.device, dtype=torch.float32).view(n, 6, 1, 1)
     a, b, c, d, e, f = coefficients.unbind(1)
     xs = torch.arange(width, device=images.device, dtype=torch.float32).add_(0.5).view(1, 1, width)
@@ -121,37 +129,56 @@ def _affine_rows(*columns: torch.Tensor) -> torch.Tensor:
     return torch.stack([column.to(torch.float64) for column in columns], dim=1)
 
 
-def shear_x(images: torch.Tensor, shears: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+def shear_x_coefficients(shears: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL affine coefficients ``[N, 6]`` of ShearX: ``(1, shear, 0, 0, 1, 0)``."""
     one, zero = torch.ones_like(shears), torch.zeros_like(shears)
-    return affine(images, _affine_rows(one, shears, zero, zero, one, zero), options)
+    return _affine_rows(one, shears, zero, zero, one, zero)
 
 
-def shear_y(images: torch.Tensor, shears: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+def shear_y_coefficients(shears: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL affine coefficients of ShearY: ``(1, 0, 0, shear, 1, 0)``."""
     one, zero = torch.ones_like(shears), torch.zeros_like(shears)
-    return affine(images, _affine_rows(one, zero, zero, shears, one, zero), options)
+    return _affine_rows(one, zero, zero, shears, one, zero)
 
 
-def translate_x(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+def translate_x_coefficients(fractions: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL affine coefficients of TranslateX: ``(1, 0, fraction * width, 0, 1, 0)``."""
     one, zero = torch.ones_like(fractions), torch.zeros_like(fractions)
-    width = images.shape[-1]
-    return affine(images, _affine_rows(one, zero, fractions * width, zero, one, zero), options)
+    return _affine_rows(one, zero, fractions * width, zero, one, zero)
 
 
-def translate_y(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+def translate_y_coefficients(fractions: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL affine coefficients of TranslateY: ``(1, 0, 0, 0, 1, fraction * height)``."""
     one, zero = torch.ones_like(fractions), torch.zeros_like(fractions)
-    height = images.shape[-2]
-    return affine(images, _affine_rows(one, zero, zero, zero, one, fractions * height), options)
+    return _affine_rows(one, zero, zero, zero, one, fractions * height)
 
 
-def rotate(images: torch.Tensor, degrees: torch.Tensor, options: TensorOptions) -> torch.Tensor:
-    """PIL's ``Image.rotate(degrees)`` about the centre, without expansion."""
-    height, width = images.shape[-2:]
+def rotate_coefficients(degrees: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL affine coefficients of ``Image.rotate(degrees)`` about the centre, without expansion."""
     angle = -degrees.to(torch.float64) * (math.pi / 180.0)
     cos, sin = angle.cos(), angle.sin()
     center_x, center_y = width / 2.0, height / 2.0
     offset_x = cos * -center_x + sin * -center_y + center_x
     offset_y = -sin * -center_x + cos * -center_y + center_y
-    return affine(images, _affine_rows(cos, sin, offset_x, -sin, cos, offset_y), options)
+    return _affine_rows(cos, sin, offset_x, -sin, cos, offset_y)
+
+
+def _affine_kernel(coefficients_of):
+    """The batched kernel of a geometric operation, from its coefficient function."""
+
+    def kernel(images: torch.Tensor, arguments: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+        return affine(images, coefficients_of(arguments, *images.shape[-2:]), options)
+
+    kernel.__name__ = coefficients_of.__name__.replace("_coefficients", "")
+    kernel.__doc__ = coefficients_of.__doc__
+    return kernel
+
+
+shear_x = _affine_kernel(shear_x_coefficients)
+shear_y = _affine_kernel(shear_y_coefficients)
+translate_x = _affine_kernel(translate_x_coefficients)
+translate_y = _affine_kernel(translate_y_coefficients)
+rotate = _affine_kernel(rotate_coefficients)
 
 
 # ---------------------------------------------------------------- colour
@@ -224,7 +251,7 @@ def solarize(images: torch.Tensor, thresholds: torch.Tensor, options: TensorOpti
     thresholds = thresholds.to(device=images.device, dtype=torch.float32).view(-1, 1, 1, 1)
     bound = _bound(images)
     levels = images.float() if images.dtype == torch.uint8 else images.float() * 255.0
-    return torch.where(levels >= thresholds, bound - images, images)
+    return _select(levels >= thresholds, bound - images, images)
 
 
 @_quantized
@@ -264,9 +291,8 @@ def sharpness(images: torch.Tensor, factors: torch.Tensor, options: TensorOption
     if height < 3 or width < 3:
         return images.clone()
     work = images.float()
-    box_sum = F.avg_pool2d(work, 3, stride=1).mul_(9)
-    if images.dtype == torch.uint8:
-        box_sum = box_sum.round_()
+    rows = work[..., :-2] + work[..., 1:-1] + work[..., 2:]
+    box_sum = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
     smoothed = box_sum.add_(work[..., 1:-1, 1:-1], alpha=4).div_(13)
     if images.dtype == torch.uint8:
         smoothed = smoothed.add_(0.5).floor_()
@@ -287,4 +313,4 @@ def cutout(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions
     ys = torch.arange(height, device=device, dtype=torch.float64).view(1, height, 1)
     inside = (xs >= x0) & (xs < x0 + side) & (ys >= y0) & (ys < y0 + side)
     fill = _fill_tensor(options.cutout_fill, images).to(images.dtype)
-    return torch.where(inside.unsqueeze(1), fill, images)
+    return _select(inside.unsqueeze(1), fill, images)

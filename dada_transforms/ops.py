@@ -16,16 +16,24 @@ from . import functional_tensor as ft
 
 @dataclass(frozen=True)
 class OperationSpec:
-    """One operation: its argument range, whether it is mirrored, and its two kernels."""
+    """One operation: its argument range, whether it is mirrored, and its two kernels.
+
+    Geometric operations also give their PIL affine coefficients, so that a batch can
+    apply all of its geometric operations in one resampling pass.
+    """
 
     name: str
     low: float
     high: float
     mirror: bool
-    geometric: bool
     pil: Callable
     tensor: Callable
     describe_argument: Callable[[float], str]
+    affine_coefficients: Callable | None = None
+
+    @property
+    def geometric(self) -> bool:
+        return self.affine_coefficients is not None
 
     @property
     def has_argument(self) -> bool:
@@ -55,24 +63,33 @@ def _none(argument: float) -> str:
 
 
 _TABLE = (
-    OperationSpec("ShearX", -0.3, 0.3, True, True, fp.shear_x, ft.shear_x, _signed("", 3)),
-    OperationSpec("ShearY", -0.3, 0.3, True, True, fp.shear_y, ft.shear_y, _signed("", 3)),
-    OperationSpec("TranslateX", -0.45, 0.45, True, True, fp.translate_x, ft.translate_x, _signed(" x width", 3)),
-    OperationSpec("TranslateY", -0.45, 0.45, True, True, fp.translate_y, ft.translate_y, _signed(" x height", 3)),
-    OperationSpec("Rotate", -30.0, 30.0, True, True, fp.rotate, ft.rotate, _signed(" deg", 1)),
-    OperationSpec("AutoContrast", 0.0, 0.0, False, False, fp.auto_contrast, ft.auto_contrast, _none),
-    OperationSpec("Invert", 0.0, 0.0, False, False, fp.invert, ft.invert, _none),
-    OperationSpec("Equalize", 0.0, 0.0, False, False, fp.equalize, ft.equalize, _none),
-    OperationSpec("Solarize", 0.0, 256.0, False, False, fp.solarize, ft.solarize, _plain("invert levels >= {:.0f}")),
     OperationSpec(
-        "Posterize", 4.0, 8.0, False, False, fp.posterize, ft.posterize,
-        lambda bits: f"keep {fp.posterize_bits(bits)} bits",
+        "ShearX", -0.3, 0.3, True, fp.shear_x, ft.shear_x, _signed("", 3), ft.shear_x_coefficients
     ),
-    OperationSpec("Contrast", 0.1, 1.9, False, False, fp.contrast, ft.contrast, _plain("x{:.2f}")),
-    OperationSpec("Color", 0.1, 1.9, False, False, fp.color, ft.color, _plain("x{:.2f}")),
-    OperationSpec("Brightness", 0.1, 1.9, False, False, fp.brightness, ft.brightness, _plain("x{:.2f}")),
-    OperationSpec("Sharpness", 0.1, 1.9, False, False, fp.sharpness, ft.sharpness, _plain("x{:.2f}")),
-    OperationSpec("Cutout", 0.0, 0.2, False, False, fp.cutout, ft.cutout, _plain("square of {:.3f} x width")),
+    OperationSpec(
+        "ShearY", -0.3, 0.3, True, fp.shear_y, ft.shear_y, _signed("", 3), ft.shear_y_coefficients
+    ),
+    OperationSpec(
+        "TranslateX", -0.45, 0.45, True, fp.translate_x, ft.translate_x, _signed(" x width", 3),
+        ft.translate_x_coefficients,
+    ),
+    OperationSpec(
+        "TranslateY", -0.45, 0.45, True, fp.translate_y, ft.translate_y, _signed(" x height", 3),
+        ft.translate_y_coefficients,
+    ),
+    OperationSpec("Rotate", -30.0, 30.0, True, fp.rotate, ft.rotate, _signed(" deg", 1), ft.rotate_coefficients),
+    OperationSpec("AutoContrast", 0.0, 0.0, False, fp.auto_contrast, ft.auto_contrast, _none),
+    OperationSpec("Invert", 0.0, 0.0, False, fp.invert, ft.invert, _none),
+    OperationSpec("Equalize", 0.0, 0.0, False, fp.equalize, ft.equalize, _none),
+    OperationSpec("Solarize", 0.0, 256.0, False, fp.solarize, ft.solarize, _plain("invert levels >= {:.0f}")),
+    OperationSpec(
+        "Posterize", 4.0, 8.0, False, fp.posterize, ft.posterize, lambda bits: f"keep {fp.posterize_bits(bits)} bits"
+    ),
+    OperationSpec("Contrast", 0.1, 1.9, False, fp.contrast, ft.contrast, _plain("x{:.2f}")),
+    OperationSpec("Color", 0.1, 1.9, False, fp.color, ft.color, _plain("x{:.2f}")),
+    OperationSpec("Brightness", 0.1, 1.9, False, fp.brightness, ft.brightness, _plain("x{:.2f}")),
+    OperationSpec("Sharpness", 0.1, 1.9, False, fp.sharpness, ft.sharpness, _plain("x{:.2f}")),
+    OperationSpec("Cutout", 0.0, 0.2, False, fp.cutout, ft.cutout, _plain("square of {:.3f} x width")),
 )
 
 OPERATIONS: dict[str, OperationSpec] = {spec.name: spec for spec in _TABLE}
