@@ -17,39 +17,48 @@ import torch
 from .ops import OPERATION_NAMES, OPERATIONS, OperationSpec
 from .policy import Policy
 
-_LOWS = torch.tensor([OPERATIONS[name].low for name in OPERATION_NAMES], dtype=torch.float64)
-_SPANS = torch.tensor([OPERATIONS[name].high - OPERATIONS[name].low for name in OPERATION_NAMES], dtype=torch.float64)
-_MIRRORED = torch.tensor([OPERATIONS[name].mirror for name in OPERATION_NAMES])
-
-
 @dataclass(frozen=True)
 class PolicyTable:
-    """A policy as padded tensors ``[S, K]`` (operation index -1 marks padding)."""
+    """A policy as padded tensors ``[S, K]`` on one device (operation index -1 marks padding).
+
+    Besides each entry's probability and magnitude it holds its operation's argument
+    range and mirroring, so that drawing needs no other tensor on the device.
+    """
 
     operations: torch.Tensor
     probabilities: torch.Tensor
     magnitudes: torch.Tensor
+    lows: torch.Tensor
+    spans: torch.Tensor
+    mirrored: torch.Tensor
+    kinds_per_slot: tuple[tuple[int, ...], ...]  # the distinct operation indices of each slot
 
     @classmethod
     def from_policy(cls, policy: Policy, device: torch.device | str = "cpu") -> PolicyTable:
         width = max(len(sub_policy) for sub_policy in policy)
         operations = torch.full((len(policy), width), -1, dtype=torch.long)
-        probabilities = torch.zeros(len(policy), width, dtype=torch.float64)
-        magnitudes = torch.zeros(len(policy), width, dtype=torch.float64)
+        values = {key: torch.zeros(len(policy), width, dtype=torch.float64) for key in ("p", "m", "low", "span")}
+        mirrored = torch.zeros(len(policy), width, dtype=torch.bool)
         for row, sub_policy in enumerate(policy):
             for column, operation in enumerate(sub_policy):
+                spec = OPERATIONS[operation.op]
                 operations[row, column] = OPERATION_NAMES.index(operation.op)
-                probabilities[row, column] = operation.probability
-                magnitudes[row, column] = operation.magnitude
-        return cls(operations.to(device), probabilities.to(device), magnitudes.to(device))
+                values["p"][row, column] = operation.probability
+                values["m"][row, column] = operation.magnitude
+                values["low"][row, column] = spec.low
+                values["span"][row, column] = spec.high - spec.low
+                mirrored[row, column] = spec.mirror
+        kinds = tuple(
+            tuple(sorted({index for index in operations[:, slot].tolist() if index >= 0})) for slot in range(width)
+        )
+        return cls(
+            operations.to(device), *(values[key].to(device) for key in ("p", "m", "low", "span")),
+            mirrored.to(device), kinds,
+        )
 
     @property
     def slots(self) -> int:
         return self.operations.shape[1]
-
-    def operations_in_slot(self, slot: int) -> list[int]:
-        """The distinct operation indices used in one slot (column) of the policy."""
-        return sorted(index for index in set(self.operations[:, slot].tolist()) if index >= 0)
 
 
 @dataclass(frozen=True)
@@ -84,10 +93,8 @@ def draw(
     if magnitude_std > 0:
         noise = torch.randn(count, slots, generator=generator, device=device, dtype=torch.float64)
         magnitudes = (magnitudes + magnitude_std * noise).clamp_(0.0, 1.0)
-    known = operations.clamp(min=0)
-    lows, spans, mirrored = (constant.to(device) for constant in (_LOWS, _SPANS, _MIRRORED))
-    arguments = lows[known] + magnitudes * spans[known]
-    flip = mirrored[known] & (sign_u < 0.5)
+    arguments = table.lows[sub_policies] + magnitudes * table.spans[sub_policies]
+    flip = table.mirrored[sub_policies] & (sign_u < 0.5)
     arguments = torch.where(flip, -arguments, arguments)
     return DrawnParams(sub_policies, operations, applied, arguments, centers.reshape(count, slots, 2))
 

@@ -163,8 +163,7 @@ class DADA(torch.nn.Module):
 
     def apply_batch(self, images: torch.Tensor, drawn: random_params.DrawnParams) -> torch.Tensor:
         """Apply drawn parameters to a batch ``[N, C, H, W]`` (one kernel call per operation kind)."""
-        table = self._table(torch.device("cpu"))
-        kinds = [table.operations_in_slot(slot) for slot in range(table.slots)]
+        kinds = self._table(torch.device("cpu")).kinds_per_slot
         options = TensorOptions(self.fill, self.cutout_fill, self.interpolation, drawn.cutout_centers[:, 0])
         return apply_operations(
             images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options, kinds
