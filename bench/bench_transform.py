@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -43,32 +44,37 @@ def photos(size: int, count: int = 32) -> list[Image.Image]:
     return crops
 
 
-def images_per_second(run: Callable[[], int], seconds: float, synchronize: Callable[[], None] = lambda: None) -> float:
-    """Best of three timed windows of repeated ``run()`` calls (each returns how many images it did)."""
-    run()
+def interleaved_rates(
+    runs: dict[str, Callable[[], int]], seconds: float, synchronize: Callable[[], None] = lambda: None, rounds: int = 9
+) -> dict[str, float]:
+    """Images/s of each ``run()`` (which returns how many images it did): the median of short
+    windows taken in turn, so that a machine whose speed drifts affects every contender alike."""
+    windows: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():
+        run()
     synchronize()
-    best = 0.0
-    for _ in range(3):
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 3:
-            done += run()
-        synchronize()
-        best = max(best, done / (time.perf_counter() - start))
-    return best
+    for _ in range(rounds):
+        for name, run in runs.items():
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / rounds:
+                done += run()
+            synchronize()
+            windows[name].append(done / (time.perf_counter() - start))
+    return {name: statistics.median(rates) for name, rates in windows.items()}
 
 
-def pil_rate(transform: Callable, images: list[Image.Image], seconds: float) -> float:
+def pil_run(transform: Callable, images: list[Image.Image]) -> Callable[[], int]:
     def run() -> int:
         for image in images:
             transform(image)
         return len(images)
 
-    return images_per_second(run, seconds)
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per contender and measurement")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -78,35 +84,39 @@ def main() -> None:
     print("\nPIL path, 224x224 photos, images/s (one thread)")
     photos_224 = photos(224)
     dada = DADA("imagenet")
-    anchors = {
+    contenders = {
+        "DADA(imagenet)": dada,
         "torchvision v2 AutoAugment(IMAGENET)": v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET),
         'timm auto_augment_transform("original")': auto_augment_transform(
             "original", {"translate_const": int(224 * 0.45), "img_mean": (124, 116, 104)}
         ),
     }
-    dada_rate = pil_rate(dada, photos_224, args.seconds)
+    rates = interleaved_rates({name: pil_run(t, photos_224) for name, t in contenders.items()}, 3 * args.seconds)
+    dada_rate = rates.pop("DADA(imagenet)")
     print(f"  {'DADA(imagenet)':42s} {dada_rate:9.0f}")
-    for name, transform in anchors.items():
-        rate = pil_rate(transform, photos_224, args.seconds)
+    for name, rate in rates.items():
         print(f"  {name:42s} {rate:9.0f}   DADA / this = {dada_rate / rate:.2f}x")
 
     print(f"\nTensor path, uint8, batch {args.batch_size}, images/s")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        sizes = (32, 224) if device == "cpu" else (32, 224)
-        for size in sizes:
+        for size in (32, 224):
             batch = torch.stack([TF.pil_to_tensor(image) for image in photos(size)])
             batch = batch.repeat(args.batch_size // len(batch) + 1, 1, 1, 1)[: args.batch_size].to(device)
-            batched = images_per_second(lambda: len(dada(batch)), args.seconds, sync)
             single = batch[:32]
-            loop = images_per_second(lambda: sum(1 for image in single if dada(image) is not None), args.seconds, sync)
-            print(f"  {device:4s} {size:3d}x{size:<3d} batched {batched:9.0f}   per-image loop {loop:8.0f}   "
-                  f"batched / loop = {batched / loop:.1f}x")
+            runs = {
+                "batched": lambda: len(dada(batch)),
+                "loop": lambda: sum(1 for image in single if dada(image) is not None),
+            }
             if device == "cpu" and size == 32:
-                pil_32 = pil_rate(dada, [TF.to_pil_image(image) for image in single], args.seconds)
-                print(f"  cpu   32x32  per-image PIL path {pil_32:9.0f}   batched / PIL = {batched / pil_32:.1f}x "
-                      f"(target >= 2x)")
+                runs["pil"] = pil_run(dada, [TF.to_pil_image(image) for image in single])
+            rates = interleaved_rates(runs, len(runs) * args.seconds, sync)
+            print(f"  {device:4s} {size:3d}x{size:<3d} batched {rates['batched']:9.0f}   per-image loop "
+                  f"{rates['loop']:8.0f}   batched / loop = {rates['batched'] / rates['loop']:.1f}x")
+            if "pil" in rates:
+                print(f"  cpu   32x32  per-image PIL path {rates['pil']:9.0f}   batched / PIL = "
+                      f"{rates['batched'] / rates['pil']:.1f}x (target >= 2x)")
 
 
 if __name__ == "__main__":
