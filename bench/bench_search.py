@@ -11,10 +11,28 @@ backward, step) of the same model and batch, timed in the same run: the two
 kinds of step alternate and each is timed alone, so that a machine whose
 load changes affects both; medians are reported.
 
+``--variance`` measures instead the per-parameter variance of the sub-policy
+weight (alpha) and probability (p) gradient estimates of each estimator, on a
+real short search: scikit-learn's 1,797 handwritten digits (offline, upscaled
+to 16 px RGB), WRN-10-1, batch 32, the control variate trained as RELAX trains
+it. At a few points of the search, the same weights, parameters and batches
+are augmented by many independent draws; each draw's objective values feed
+every estimator, so the estimators are compared on identical draws:
+
+- ``relax``: RELAX with the trained control variate c_phi;
+- ``c = 0``: RELAX with c = 0 (``--estimator score-function``);
+- ``authors``: the authors' effective estimator, computed as their code does
+  (F times the autograd score of every Bernoulli and the categorical log-prob);
+- ``baseline``: the default (the chosen sub-policy's bits, minus the other
+  draws' shrunk mean with per-sample sampling; no baseline with one draw).
+
+``--variance`` measures both samplings unless ``--sampling`` names one.
+
 Usage::
 
     python bench/bench_search.py                      # CPU, and CUDA when available
     python bench/bench_search.py --device cuda --steps 50
+    python bench/bench_search.py --variance --device cpu
 """
 
 from __future__ import annotations
@@ -22,14 +40,17 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from dada_transforms.search import relax
 from dada_transforms.search.augmentation import AugmentationParameters
 from dada_transforms.search.batches import crop_and_flip
 from dada_transforms.search.bilevel import BilevelSearchStep
+from dada_transforms.search.data import split_halves
 from dada_transforms.search.models import build_model
 
 SEARCHED_IMAGES = 4000
@@ -124,6 +145,82 @@ def bench(device: torch.device, model_name: str, batch_size: int, steps: int, wa
           f"{estimate / PAPER_SECONDS:.3f}x")
 
 
+def _digits(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1,797 real 8x8 handwritten digits as uint8 RGB ``[N, 3, size, size]`` (bilinear upscaling)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    images = (images * 255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return images, torch.tensor(digits.target, dtype=torch.long)
+
+
+def _authors_estimate(values: torch.Tensor, alpha: torch.Tensor, probabilities: torch.Tensor, discrete) -> tuple:
+    """The authors' effective update: F times d log P(b) by autograd through torch.distributions, every bit scored."""
+    theta = probabilities.clamp(relax.BOUNDARY, 1 - relax.BOUNDARY)
+    theta = probabilities + (theta - probabilities).detach()
+    log_probability = (
+        torch.distributions.Bernoulli(logits=theta.logit()).log_prob(discrete.bits).sum((1, 2))
+        + torch.distributions.Categorical(logits=alpha.log_softmax(0)).log_prob(discrete.sub_policy)
+    )
+    return torch.autograd.grad((values * log_probability).mean(), (alpha, probabilities))
+
+
+def variance_report(device: torch.device, sampling: str, draws: int, points: int, seed: int) -> None:
+    """Per-parameter variance of each estimator's alpha and p estimates at ``points`` moments of a short search."""
+    images, labels = _digits(16)
+    train_indices, val_indices = split_halves(labels)
+    train_images, train_labels = images[train_indices].to(device), labels[train_indices].to(device)
+    val_images, val_labels = images[val_indices].to(device), labels[val_indices].to(device)
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    torch.manual_seed(seed)
+    model = build_model("wrn-10-1", 10).to(device)
+    augmentation = AugmentationParameters(temperature=0.5).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    step = BilevelSearchStep(
+        model, augmentation, lr=0.1, weight_decay=2e-4, cutout=8, mean=mean, std=std,
+        sampling=sampling, estimator="relax", generator=generator,
+    )
+    batch, steps_per_epoch = 32, len(train_indices) // 32
+    names = ("relax (trained c)", "c = 0", "authors' effective", "baseline (default)")
+    print(f"variance of the gradient estimates, {sampling} sampling, {draws} draws per point; digits 16 px, "
+          f"WRN-10-1, batch {batch}; phi trained by RELAX during the search; device {device}")
+    print(f"  {'step':>5} {'param':>5} " + " ".join(f"{name:>20}" for name in names) + "   (mean over entries)")
+    for point in range(points):
+        start = (point * steps_per_epoch) % (len(train_indices) - batch)
+        part = slice(start, start + batch)
+        crop = crop_and_flip(train_images[part], 2, generator)
+        estimates = {name: ([], []) for name in names}
+        alpha, probabilities = augmentation.alpha, augmentation.probabilities
+        for _ in range(draws):
+            sample = augmentation.sample(batch, sampling == "per-sample", generator)
+            values = step.architecture_gradients(crop, train_labels[part], val_images[part], val_labels[part], sample)["values"]
+            discrete = sample.discrete
+            results = [
+                relax.relax_gradients(values, alpha, probabilities, discrete, augmentation.control_variate, 0.5),
+                relax.score_function_gradients(values, alpha, probabilities, discrete),
+                relax.GradientEstimate(*_authors_estimate(values, alpha, probabilities, discrete)),
+                relax.baseline_gradients(
+                    values,
+                    relax.leave_one_out(values) if values.shape[0] > 1 else torch.zeros_like(values),
+                    alpha, probabilities, discrete,
+                ),
+            ]
+            for name, result in zip(names, results):
+                estimates[name][0].append(result.alpha.detach())
+                estimates[name][1].append(result.probabilities.detach())
+        done = point * steps_per_epoch
+        for index, parameter in enumerate(("alpha", "p")):
+            variances = [torch.stack(estimates[name][index]).var(0).mean().item() for name in names]
+            cells = " ".join(f"{value:10.3e} ({value / variances[1]:6.3f}x)" for value in variances)
+            print(f"  {done:>5} {parameter:>5} {cells}")
+        for _ in range(steps_per_epoch):  # train on: one epoch of RELAX steps to the next point
+            start = torch.randint(0, len(train_indices) - batch, (1,), generator=generator, device=device).item()
+            part = slice(start, start + batch)
+            step.step(crop_and_flip(train_images[part], 2, generator), train_labels[part], val_images[part], val_labels[part])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
@@ -132,7 +229,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="timed steps (default 3 on CPU, 32 on CUDA)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 1 on CPU, 5 on CUDA)")
     parser.add_argument("--sampling", choices=("per-batch", "per-sample"), default="per-batch")
+    parser.add_argument("--variance", action="store_true", help="measure the estimators' variances instead (see above)")
+    parser.add_argument("--draws", type=int, default=48, help="--variance: draws per measuring point (default 48)")
+    parser.add_argument("--points", type=int, default=3, help="--variance: measuring points, an epoch apart (default 3)")
     args = parser.parse_args()
+    args.sampling_given = any(argument.startswith("--sampling") for argument in sys.argv[1:])
+    if args.variance:
+        device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+        samplings = [args.sampling] if args.sampling_given else ["per-batch", "per-sample"]
+        for sampling in samplings:
+            variance_report(device, sampling, args.draws, args.points, seed=0)
+        return
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():
         print("CUDA is not available here: CPU only")

@@ -3,9 +3,10 @@
 Every kernel is ``kernel(images, arguments, options) -> images`` with ``images``
 of shape ``[N, C, H, W]`` (uint8 in [0, 255] or floating point in [0, 1], C in
 {1, 3}) and ``arguments`` a float tensor ``[N]`` of real, signed arguments, one
-per image. The arithmetic follows PIL's so that results match the PIL kernels:
-integer images agree to within a level or two on colour operations, and
-geometric operations use PIL's pixel-centre convention (nearest = floor).
+per image. The arithmetic follows PIL's, so that on uint8 images (nearest
+resampling) every kernel gives PIL's bytes. Colour operations are defined once as
+maps of levels (``*_levels``): a lookup table per image and channel on uint8, the
+map itself on float. No kernel reads a value back to the host.
 """
 
 from __future__ import annotations
@@ -28,10 +29,6 @@ class TensorOptions(NamedTuple):
     cutout_centers: torch.Tensor  # [N, 2] uniform draws in [0, 1) for x and y
 
 
-def _bound(images: torch.Tensor) -> int | float:
-    return 255 if images.dtype == torch.uint8 else 1.0
-
-
 def _fill_tensor(rgb: tuple[int, int, int] | None, images: torch.Tensor) -> torch.Tensor:
     """The fill as a ``[1, C, 1, 1]`` float tensor on the images' scale."""
     levels = fill_for_channels(rgb or (0, 0, 0), images.shape[-3])
@@ -46,7 +43,7 @@ def _to_images_dtype(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.clamp_(0, 1).to(like.dtype)
 
 
-def _select(mask: torch.Tensor, chosen: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+def select(mask: torch.Tensor, chosen: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``torch.where(mask, chosen, other)``; integer images use mask arithmetic (several
     times faster than ``where`` on CPU, same result)."""
     if chosen.is_floating_point():
@@ -65,6 +62,7 @@ def _quantized(kernel):
 
     wrapper.__name__ = kernel.__name__
     wrapper.__doc__ = kernel.__doc__
+    wrapper.levels_of = kernel.levels_of
     return wrapper
 
 
@@ -89,8 +87,8 @@ def _nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> tup
     column = (fixed(c + a * 0.5 + b * 0.5) + ys * fixed(b) + xs * fixed(a)) >> 16
     row = (fixed(f + d * 0.5 + e * 0.5) + ys * fixed(e) + xs * fixed(d)) >> 16
     scale_only = (b == 0) & (d == 0)
-    column = _select(scale_only, (c + a * 0.5 + xs * a).floor().clamp_(-1, width).to(integer), column)
-    row = _select(scale_only, (f + e * 0.5 + ys * e).floor().clamp_(-1, height).to(integer), row)
+    column = select(scale_only, (c + a * 0.5 + xs * a).floor().clamp_(-1, width).to(integer), column)
+    row = select(scale_only, (f + e * 0.5 + ys * e).floor().clamp_(-1, height).to(integer), row)
     return column, row
 
 
@@ -105,9 +103,11 @@ def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOpti
     if options.interpolation == "nearest":
         column, row = _nearest_sources(coefficients.to(images.device), height, width)
         inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
-        index = (row.clamp_(0, height - 1) * width + column.clamp_(0, width - 1)).long().view(n, 1, height * width)
-        sampled = images.reshape(n, channels, height * width).gather(2, index.expand(n, channels, height * width))
-        return _select(inside.unsqueeze(1), sampled.view_as(images), fill.to(images.dtype))
+        pixels = height * width  # uncovered pixels read one more "pixel", the fill, appended to each image
+        index = torch.where(inside, row * width + column, pixels).long().view(n, 1, pixels)
+        fill = fill.to(images.dtype).view(1, channels, 1).expand(n, channels, 1)
+        padded = torch.cat((images.reshape(n, channels, pixels), fill), 2)
+        return padded.gather(2, index.expand(n, channels, pixels)).view_as(images)
     coefficients = coefficients.to(device=images.device, dtype=torch.float32).view(n, 6, 1, 1)
     a, b, c, d, e, f = coefficients.unbind(1)
     xs = torch.arange(width, device=images.device, dtype=torch.float32).add_(0.5).view(1, 1, width)
@@ -185,10 +185,10 @@ rotate = _affine_kernel(rotate_coefficients)
 
 
 def _lookup(images: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-    """Apply a per-(image, channel) lookup table ``[N, C, 256]`` to uint8 images."""
+    """Apply a per-(image, channel) lookup table ``[N, C, 256]`` of uint8 to uint8 images."""
     n, channels = images.shape[:2]
     flat = images.reshape(n, channels, -1).long()
-    return tables.to(torch.uint8).gather(2, flat).view_as(images)
+    return tables.gather(2, flat).view_as(images)
 
 
 def _grey(images: torch.Tensor) -> torch.Tensor:
@@ -203,81 +203,135 @@ def _grey(images: torch.Tensor) -> torch.Tensor:
 
 
 def _blend(degenerate: torch.Tensor, images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """PIL's ``Image.blend(degenerate, image, factor)``, one factor per image."""
-    factors = factors.to(device=images.device, dtype=torch.float32).view(-1, 1, 1, 1)
-    blended = degenerate + factors * (images.float() - degenerate)
-    return _to_images_dtype(blended, images)
+    """PIL's ``Image.blend(degenerate, image, factor)`` in float32, one factor per image (unrounded)."""
+    factors = factors.to(device=images.device, dtype=torch.float32).view(-1, *(1,) * (images.ndim - 1))
+    return degenerate + factors * (images.float() - degenerate)
 
 
-def auto_contrast(images: torch.Tensor, _: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+# A colour operation is defined once, as a map of levels on the 0..255 scale:
+# ``levels_of(levels, images, arguments)`` with ``levels`` ``[N or 1, C or 1, L]``
+# float and per-image statistics read from ``images`` ``[N, C, H, W]``. On uint8
+# images it is evaluated on the 256 levels to give a lookup table per image and
+# channel (so that any mix of colour operations is one gather); on float images
+# it is evaluated on the pixels themselves.
+
+_LEVELS = 256
+
+
+def colour_table(levels_of, images: torch.Tensor, arguments: torch.Tensor) -> torch.Tensor:
+    """The ``[N, C, 256]`` uint8 lookup table of a colour operation on uint8 images (truncated as PIL)."""
+    levels = torch.arange(_LEVELS, device=images.device, dtype=torch.float32).view(1, 1, _LEVELS)
+    table = levels_of(levels, images, arguments).expand(*images.shape[:2], _LEVELS)
+    return table.clamp(0, 255).to(torch.uint8)
+
+
+def _colour_kernel(levels_of, integer: bool = False):
+    """The batched kernel of a colour operation, from its map of levels; an ``integer`` map also
+    takes uint8 levels, and is applied to uint8 pixels directly (cheaper than a table on the CPU)."""
+
+    def kernel(images: torch.Tensor, arguments: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+        if images.dtype == torch.uint8 and integer:
+            return levels_of(images.reshape(*images.shape[:2], -1), images, arguments).view_as(images)
+        if images.dtype == torch.uint8:
+            return _lookup(images, colour_table(levels_of, images, arguments))
+        n, channels = images.shape[:2]
+        work = torch.float64 if images.dtype == torch.float64 else torch.float32
+        levels = images.reshape(n, channels, -1).to(work) * 255
+        result = levels_of(levels, images, arguments) / 255
+        return result.clamp_(0, 1).to(images.dtype).view_as(images)
+
+    kernel.__name__ = levels_of.__name__.replace("_levels", "")
+    kernel.__doc__ = levels_of.__doc__
+    kernel.levels_of = levels_of
+    return kernel
+
+
+def auto_contrast_levels(levels: torch.Tensor, images: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
     """PIL's ``ImageOps.autocontrast``: stretch each channel's [min, max] to the full range."""
     n, channels = images.shape[:2]
     flat = images.reshape(n, channels, -1)
-    low, high = flat.amin(2), flat.amax(2)
+    if images.dtype == torch.uint8 and torch.compiler.is_compiling():  # inductor's CPU amin of uint8 is wrong
+        flat = flat.int()
+    low = flat.amin(2, keepdim=True).double()
+    high = flat.amax(2, keepdim=True).double()
     if images.dtype != torch.uint8:
-        span = (high - low).view(n, channels, 1, 1)
-        stretched = (images - low.view(n, channels, 1, 1)) / span.clamp(min=1e-12)
-        return torch.where(span > 0, stretched.clamp(0, 1), images)
-    low, high = low.double().unsqueeze(2), high.double().unsqueeze(2)
-    levels = torch.arange(256, device=images.device, dtype=torch.float64)
+        low, high = low * 255, high * 255
+        stretched = (levels - low.to(levels.dtype)) * (255 / (high - low).clamp(min=1e-12)).to(levels.dtype)
+        return torch.where(high > low, stretched, levels)
     scale = torch.full_like(low, 255.0) / (high - low).clamp(min=1)  # a true division, as PIL's double
-    tables = (levels * scale - low * scale).floor().clamp(0, 255)
-    tables = torch.where(high > low, tables, levels)
-    return _lookup(images, tables)
+    stretched = (levels.double() * scale - low * scale).floor().clamp(0, 255)
+    return torch.where(high > low, stretched, levels.double()).to(levels.dtype)
 
 
-def invert(images: torch.Tensor, _: torch.Tensor, options: TensorOptions) -> torch.Tensor:
-    return _bound(images) - images
+def invert_levels(levels: torch.Tensor, images: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    """PIL's ``ImageOps.invert``."""
+    return 255 - levels
 
 
-@_quantized
-def equalize(images: torch.Tensor, _: torch.Tensor, options: TensorOptions) -> torch.Tensor:
-    """PIL's ``ImageOps.equalize``, per image and channel."""
+def equalize_levels(levels: torch.Tensor, images: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    """PIL's ``ImageOps.equalize``, per image and channel (on uint8 images)."""
     n, channels = images.shape[:2]
     flat = images.reshape(n * channels, -1).long()
-    offsets = torch.arange(n * channels, device=images.device).unsqueeze(1) * 256
-    histogram = torch.bincount((flat + offsets).reshape(-1), minlength=n * channels * 256).view(n * channels, 256)
+    offsets = torch.arange(n * channels, device=images.device).unsqueeze(1) * _LEVELS
+    bins = (flat + offsets).reshape(-1)
+    if images.device.type == "cpu" and not torch.compiler.is_compiling():
+        histogram = torch.bincount(bins, minlength=n * channels * _LEVELS)  # fastest on the CPU
+    else:  # bincount reads its input's maximum on the host: a fixed-size scatter instead
+        histogram = torch.zeros(n * channels * _LEVELS, device=images.device, dtype=torch.long)
+        histogram = histogram.index_add_(0, bins, torch.ones_like(bins))
+    histogram = histogram.view(n * channels, _LEVELS)
     last_used = 255 - (histogram.flip(1) > 0).int().argmax(1, keepdim=True)
     step = (histogram.sum(1, keepdim=True) - histogram.gather(1, last_used)) // 255
     below = histogram.cumsum(1) - histogram
     tables = ((step // 2 + below) // step.clamp(min=1)).clamp(max=255)
-    identity = torch.arange(256, device=images.device).expand_as(tables)
-    tables = torch.where(step > 0, tables, identity)
-    return _lookup(images, tables.view(n, channels, 256))
+    identity = torch.arange(_LEVELS, device=images.device).expand_as(tables)
+    tables = torch.where(step > 0, tables, identity).view(n, channels, _LEVELS).to(levels.dtype)
+    return tables.gather(2, levels.long().expand(n, channels, levels.shape[-1]))
 
 
-def solarize(images: torch.Tensor, thresholds: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+def solarize_levels(levels: torch.Tensor, images: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """PIL's ``ImageOps.solarize``: invert every level >= threshold (on 0..256)."""
-    thresholds = thresholds.to(device=images.device, dtype=torch.float32).view(-1, 1, 1, 1)
-    bound = _bound(images)
-    levels = images.float() if images.dtype == torch.uint8 else images.float() * 255.0
-    return _select(levels >= thresholds, bound - images, images)
+    thresholds = thresholds.to(device=levels.device, dtype=torch.float64).view(-1, 1, 1)
+    return torch.where(levels >= thresholds, 255 - levels, levels)  # compared in float64, as PIL's Python
 
 
-@_quantized
-def posterize(images: torch.Tensor, bits: torch.Tensor, options: TensorOptions) -> torch.Tensor:
-    """PIL's ``ImageOps.posterize`` keeping ``int(bits)`` bits (at least 1)."""
-    kept = bits.to(device=images.device).trunc().clamp(1, 8).long()
-    masks = (256 - (1 << (8 - kept))).to(torch.uint8).view(-1, 1, 1, 1)
-    return images & masks
+def posterize_levels(levels: torch.Tensor, images: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """PIL's ``ImageOps.posterize`` keeping ``int(bits)`` bits (at least 1), on integer levels."""
+    kept = bits.to(device=levels.device).trunc().clamp(1, 8).long()
+    masks = (_LEVELS - (1 << (8 - kept))).view(-1, 1, 1)
+    if levels.dtype == torch.uint8:
+        return levels & masks.to(torch.uint8)
+    return (levels.long() & masks).to(levels.dtype)
 
 
-def contrast(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+def contrast_levels(levels: torch.Tensor, images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     """PIL's ``ImageEnhance.Contrast``: blend with the rounded mean grey level."""
-    mean = _grey(images).mean(dim=(1, 2, 3), keepdim=True)
-    if images.dtype == torch.uint8:
-        mean = (mean + 0.5).floor()
-    return _blend(mean, images, factors)
+    grey = _grey(images)
+    if images.dtype == torch.uint8:  # PIL's mean of integer levels, summed exactly whatever the backend
+        mean = (grey.long().sum(dim=(1, 2, 3)).double() / grey[0].numel() + 0.5).floor().float()
+    else:
+        mean = grey.mean(dim=(1, 2, 3)) * 255
+    mean = mean.view(-1, 1, 1)
+    return _blend(mean, levels, factors).to(levels.dtype)
+
+
+def brightness_levels(levels: torch.Tensor, images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """PIL's ``ImageEnhance.Brightness``: blend with black."""
+    return _blend(torch.zeros((), device=levels.device), levels, factors).to(levels.dtype)
+
+
+auto_contrast = _colour_kernel(auto_contrast_levels)
+invert = _colour_kernel(invert_levels, integer=True)
+equalize = _quantized(_colour_kernel(equalize_levels))
+solarize = _colour_kernel(solarize_levels, integer=True)
+posterize = _quantized(_colour_kernel(posterize_levels, integer=True))
+contrast = _colour_kernel(contrast_levels)
+brightness = _colour_kernel(brightness_levels)
 
 
 def color(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
     """PIL's ``ImageEnhance.Color``: blend with the greyscale image."""
-    return _blend(_grey(images), images, factors)
-
-
-def brightness(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
-    """PIL's ``ImageEnhance.Brightness``: blend with black."""
-    return _blend(torch.zeros((), device=images.device), images, factors)
+    return _to_images_dtype(_blend(_grey(images), images, factors), images)
 
 
 def sharpness(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
@@ -296,9 +350,9 @@ def sharpness(images: torch.Tensor, factors: torch.Tensor, options: TensorOption
     smoothed = box_sum.add_(work[..., 1:-1, 1:-1], alpha=4).div_(13)
     if images.dtype == torch.uint8:
         smoothed = smoothed.add_(0.5).floor_()
-    degenerate = work.clone()
-    degenerate[..., 1:-1, 1:-1] = smoothed
-    return _blend(degenerate, images, factors)
+    result = images.clone()  # the border is the degenerate image's too: the blend keeps it
+    result[..., 1:-1, 1:-1] = _to_images_dtype(_blend(smoothed, work[..., 1:-1, 1:-1], factors), images)
+    return result
 
 
 def cutout(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions) -> torch.Tensor:
@@ -313,4 +367,4 @@ def cutout(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions
     ys = torch.arange(height, device=device, dtype=torch.float64).view(1, height, 1)
     inside = (xs >= x0) & (xs < x0 + side) & (ys >= y0) & (ys < y0 + side)
     fill = _fill_tensor(options.cutout_fill, images).to(images.dtype)
-    return _select(inside.unsqueeze(1), fill, images)
+    return select(inside.unsqueeze(1), fill, images)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from .annotate import check_boxes, draw_targets, fit_targets
 from .ops import OperationSpec
 from .params import draw_one
 from .policy import Policy
@@ -20,7 +22,13 @@ DEMO_IMAGE_NAME = "chelsea.jpg"
 """The demo photo shipped in ``dada_transforms/assets`` (CC0, see LICENSE-demo.txt there)."""
 
 MIN_TILE_SIZE = 64
+MAX_TILE_SIZE = 1024
 MAX_SAMPLES = 256
+MAX_SEED = 2**64 - 1
+MAX_GRID_PIXELS = 40_000_000
+"""The largest grid picture, in pixels (about 120 MB in memory), checked before any work."""
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+"""The largest input image, in pixels, checked from its header before decoding it."""
 _PADDING = 6
 _LINE_HEIGHT = 14
 _FONT_SIZES = (11, 10, 9, 8)
@@ -109,8 +117,10 @@ class Sample:
     applied: tuple[str, ...]
 
 
-def augmented_samples(transform: DADA, image: Image.Image, samples: int) -> list[Sample]:
+def augmented_samples(transform: DADA, image: Image.Image, samples: int, targets: dict | None = None) -> list[Sample]:
     """``samples`` applications of ``transform`` to ``image``, each with the operations it applied.
+
+    With ``targets`` (``"boxes"`` and/or ``"mask"`` of the image), each sample shows them moved by its draw.
 
     The operations are read by drawing with a copy of the transform's generator state,
     which the transform then consumes identically.
@@ -123,7 +133,8 @@ def augmented_samples(transform: DADA, image: Image.Image, samples: int) -> list
         applied = draw_one(transform.policy, slots, transform.magnitude_std, generator)
         generator.set_state(state)
         labels = tuple(applied_label(spec, argument) for spec, argument, _ in applied)
-        result.append(Sample(transform(image), labels))
+        picture = draw_targets(*transform(image, targets)) if targets else transform(image)
+        result.append(Sample(picture, labels))
     return result
 
 
@@ -134,25 +145,38 @@ def make_grid(
     columns: int = 4,
     seed: int = 0,
     tile_size: int = 160,
+    boxes: Sequence[Sequence[float]] | None = None,
+    mask: Image.Image | str | os.PathLike[str] | None = None,
 ) -> Image.Image:
     """A grid of the original ``image`` (first, labelled "original") and ``samples`` augmented versions.
 
     The image (default: the demo photo) is cropped to a square of ``tile_size`` pixels
     before augmenting; each sample is captioned with the operations applied to it.
-    ``seed`` makes the picture repeatable.
+    ``seed`` makes the picture repeatable. ``boxes`` (``(x1, y1, x2, y2)`` in the image's
+    pixels) and ``mask`` (an image of the same size, non-zero inside) are drawn on every
+    tile, moved as each sample's draw moves them (the draws are the same as without them).
     """
     _check_count(samples, "samples", 1, MAX_SAMPLES)
     _check_count(columns, "columns", 1)
-    _check_count(tile_size, "tile_size", MIN_TILE_SIZE)
-    _check_count(seed, "seed", 0)
+    _check_count(tile_size, "tile_size", MIN_TILE_SIZE, MAX_TILE_SIZE)
+    _check_count(seed, "seed", 0, MAX_SEED)
     transform = DADA(policy, generator=torch.Generator().manual_seed(seed))
-    tile = ImageOps.fit(_open_image(image), (tile_size, tile_size), Image.Resampling.LANCZOS)
     slots = max(len(sub_policy) for sub_policy in transform.policy)
     layout = GridLayout(samples + 1, columns, tile_size, caption_lines=slots)
+    width, height = layout.size
+    if width * height > MAX_GRID_PIXELS:
+        raise ValueError(
+            f"the grid would be {width}x{height} pixels, over the limit of {MAX_GRID_PIXELS:,}: "
+            f"use fewer samples or columns ({columns} columns for {samples + 1} tiles) or a smaller tile size"
+        )
+    opened = _open_image(image)
+    tile = ImageOps.fit(opened, (tile_size, tile_size), Image.Resampling.LANCZOS)
     grid = Image.new("RGB", layout.size, _BACKGROUND)
     draw = ImageDraw.Draw(grid)
-    captioned = [(tile, ("original",))] + [
-        (sample.image, sample.applied or ("(no operation applied)",)) for sample in augmented_samples(transform, tile, samples)
+    targets = _grid_targets(opened.size, tile_size, boxes, mask)
+    captioned = [(draw_targets(tile, targets) if targets else tile, ("original",))] + [
+        (sample.image, sample.applied or ("(no operation applied)",))
+        for sample in augmented_samples(transform, tile, samples, targets)
     ]
     for index, (picture, caption) in enumerate(captioned):
         box = layout.tile_box(index)
@@ -167,7 +191,26 @@ def _open_image(image: Image.Image | str | os.PathLike[str] | None) -> Image.Ima
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     try:
-        with Image.open(Path(image)) as opened:
-            return opened.convert("RGB")
-    except OSError as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            with Image.open(Path(image)) as opened:
+                if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                    raise ValueError(
+                        f"image {str(image)!r} is {opened.width}x{opened.height} pixels, over the limit of "
+                        f"{MAX_IMAGE_PIXELS:,}: shrink it first"
+                    )
+                return opened.convert("RGB")
+    except (OSError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read image {str(image)!r}: {error}") from None
+
+
+def _grid_targets(
+    size: tuple[int, int],
+    tile_size: int,
+    boxes: Sequence[Sequence[float]] | None,
+    mask: Image.Image | str | os.PathLike[str] | None,
+) -> dict:
+    """The boxes and mask of an image of ``size`` fitted to the tile, as DADA moves them; empty without either."""
+    if boxes is None and mask is None:
+        return {}
+    return fit_targets(size, tile_size, check_boxes(boxes or [], *size), None if mask is None else _open_image(mask))

@@ -4,19 +4,28 @@ A Hub preset is a model repository holding ``policy.json`` (the dada-policy JSON
 format), optionally ``policy.safetensors`` (the search's learned tensors) and a
 ``README.md`` model card. Nothing downloaded is unpickled or evaluated: the JSON is
 validated by :meth:`Policy.from_dict` and tensors are read with safetensors only.
-Every failure is a ``ValueError`` naming the repository.
+Every failure is a ``ValueError`` naming the repository. When the Hub cannot be
+reached and a file is not cached, loading fails after one request with a short
+timeout (``HUB_TIMEOUT_S``), instead of huggingface_hub's retries.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download, try_to_load_from_cache
+from huggingface_hub import (
+    CommitOperationAdd,
+    HfApi,
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    try_to_load_from_cache,
+)
 from huggingface_hub.utils import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -31,7 +40,8 @@ from safetensors.torch import load, load_file
 
 from .model_card import model_card
 from .policy import Policy
-from .presets import HUB_PREFIX, load_policy
+from .policy import read_policy_bytes
+from .presets import HUB_PREFIX, expand_user, load_policy
 
 POLICY_FILE = "policy.json"
 PARAMETERS_FILE = "policy.safetensors"
@@ -39,6 +49,9 @@ CARD_FILE = "README.md"
 # Network failures surface as the HTTP library's own errors: OSErrors with requests (older
 # huggingface_hub), subclasses of HfHubHTTPError's base class with httpx.
 _NETWORK_ERRORS = (OSError, HfHubHTTPError.__bases__[0])
+_UNAVAILABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # what huggingface_hub would retry
+HUB_TIMEOUT_S = 5.0
+"""Seconds to wait for the Hub before saying it cannot be reached (``HF_HUB_ETAG_TIMEOUT`` overrides)."""
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
@@ -76,9 +89,45 @@ def _describe(repo_id: str, revision: str | None) -> str:
     return f"Hub repository {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
 
 
+def _probe_timeout() -> float:
+    if constants.HF_HUB_ETAG_TIMEOUT != constants.DEFAULT_ETAG_TIMEOUT:
+        return float(constants.HF_HUB_ETAG_TIMEOUT)
+    return HUB_TIMEOUT_S
+
+
+def _check_reachable(repo_id: str, revision: str | None, filename: str) -> None:
+    """One request for the file's metadata, short timeout, no retry: a clear error at once if the Hub is unreachable.
+
+    Answers such as "no such repository" are left to ``hf_hub_download``, which reports them.
+    """
+    url = hf_hub_url(repo_id, filename, revision=revision)
+    try:
+        get_hf_file_metadata(url, timeout=_probe_timeout(), library_name="dada-transforms")
+        return
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status not in _UNAVAILABLE_STATUS:
+            return
+        reason = f"HTTP {status}"
+    except _NETWORK_ERRORS as error:
+        reason = str(error) or type(error).__name__
+    raise _unreachable(repo_id, revision, filename, reason)
+
+
+def _unreachable(repo_id: str, revision: str | None, filename: str, reason: str) -> ValueError:
+    return ValueError(
+        f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({reason}), and {filename} of "
+        f"{_describe(repo_id, revision)} is not cached (cache: {constants.HF_HUB_CACHE}). To work offline, "
+        f"download it once with network access (`hf download {repo_id}`), then set HF_HUB_OFFLINE=1"
+    )
+
+
 def _download(repo_id: str, revision: str | None, filename: str) -> str:
     """The local path of ``filename`` from the Hub cache (downloading it when online); clear errors."""
     where = _describe(repo_id, revision)
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    if not constants.HF_HUB_OFFLINE and cached is None:
+        _check_reachable(repo_id, revision, filename)
     try:
         return hf_hub_download(repo_id, filename, revision=revision, library_name="dada-transforms")
     except LocalEntryNotFoundError:
@@ -90,7 +139,8 @@ def _download(repo_id: str, revision: str | None, filename: str) -> str:
             ) from None
         raise ValueError(
             f"cannot reach the Hugging Face Hub to download {filename} of {where}, and it is not cached "
-            f"(cache: {constants.HF_HUB_CACHE}); check the network connection"
+            f"(cache: {constants.HF_HUB_CACHE}); check the network connection, or work offline: "
+            f"download it once with network access (`hf download {repo_id}`), then set HF_HUB_OFFLINE=1"
         ) from None
     except RevisionNotFoundError:
         raise ValueError(f"{where}: revision {revision!r} does not exist") from None
@@ -103,6 +153,10 @@ def _download(repo_id: str, revision: str | None, filename: str) -> str:
         raise MissingHubFileError(f"{where} has no {filename}: it is not a dada-transforms preset") from None
     except HfHubHTTPError as error:
         raise ValueError(f"downloading {filename} of {where} failed: {error}") from None
+    except _NETWORK_ERRORS as error:  # errors huggingface_hub does not turn into a fallback to the cache
+        if isinstance(cached, str):
+            return cached
+        raise _unreachable(repo_id, revision, filename, str(error) or type(error).__name__) from None
 
 
 def load_hub_policy(repo_spec: str) -> Policy:
@@ -110,8 +164,8 @@ def load_hub_policy(repo_spec: str) -> Policy:
     repo_id, revision = parse_repo_spec(repo_spec)
     path = Path(_download(repo_id, revision, POLICY_FILE))
     try:
-        return Policy.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, RecursionError) as error:
+        return Policy.from_json_bytes(read_policy_bytes(path))
+    except ValueError as error:
         raise ValueError(f"invalid {POLICY_FILE} in {_describe(repo_id, revision)}: {error}") from None
 
 
@@ -121,8 +175,45 @@ def _cached_as_absent(repo_id: str, revision: str | None, filename: str) -> bool
     return cached is not None and not isinstance(cached, str)
 
 
+def parameter_spec(epochs: int | None = None) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    """The name, dtype and shape of every tensor ``dada-search`` saves (``PRESET.safetensors``).
+
+    With ``epochs``, also the per-epoch ``history.*`` tensors, ``[epochs, ...]``.
+    """
+    from .search.augmentation import AugmentationParameters  # the search's own definitions of its tensors
+    from .search.export import HISTORY_SHAPES
+
+    spec = {name: (value.dtype, tuple(value.shape)) for name, value in AugmentationParameters().tensors().items()}
+    if epochs is not None:
+        spec.update({f"history.{key}": (torch.float32, (epochs, *shape)) for key, shape in HISTORY_SHAPES.items()})
+    return spec
+
+
+def check_parameters(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return ``tensors`` if they are what ``dada-search`` saves: the names, dtypes and shapes of
+    :func:`parameter_spec` (the ``history.*`` tensors all or none), finite values, probabilities and
+    magnitudes in [0, 1]; raise ValueError naming the first problem otherwise."""
+    history = tensors.get("history.probabilities")
+    spec = parameter_spec(history.shape[0] if history is not None and history.ndim > 0 else None)
+    missing, unexpected = sorted(set(spec) - set(tensors)), sorted(set(tensors) - set(spec))
+    if missing or unexpected:
+        raise ValueError(f"the tensors are not a dada-search result: missing {missing}, unexpected {unexpected}")
+    for name, (dtype, shape) in spec.items():
+        value = tensors[name]
+        if value.dtype != dtype or tuple(value.shape) != shape:
+            raise ValueError(f"tensor {name!r} is {value.dtype} {list(value.shape)}, expected {dtype} {list(shape)}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"tensor {name!r} has non-finite values")
+        if name.endswith(("probabilities", "magnitudes")) and not ((value >= 0) & (value <= 1)).all():
+            raise ValueError(f"tensor {name!r} has values outside [0, 1]")
+    return tensors
+
+
 def load_hub_parameters(repo_spec: str) -> dict[str, torch.Tensor] | None:
-    """The tensors of ``policy.safetensors`` in the Hub repository (None if it has none); safetensors only."""
+    """The tensors of ``policy.safetensors`` in the Hub repository (None if it has none); safetensors only.
+
+    They are checked against :func:`parameter_spec` (names, dtypes, shapes) and must be finite.
+    """
     repo_id, revision = parse_repo_spec(repo_spec)
     if constants.HF_HUB_OFFLINE and _cached_as_absent(repo_id, revision, PARAMETERS_FILE):
         return None
@@ -131,21 +222,25 @@ def load_hub_parameters(repo_spec: str) -> dict[str, torch.Tensor] | None:
     except MissingHubFileError:
         return None
     try:
-        return load_file(path)
+        return check_parameters(load_file(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(f"invalid {PARAMETERS_FILE} in {_describe(repo_id, revision)}: {error}") from None
 
 
 def _read_parameters(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of a safetensors file, after checking that safetensors reads them."""
+    """The bytes of a safetensors file, after checking that safetensors reads them as a dada-search result."""
     try:
-        data = Path(path).expanduser().read_bytes()
+        data = expand_user(path).read_bytes()
     except OSError as error:
         raise ValueError(f"cannot read parameters file {str(path)!r}: {error.strerror or error}") from None
     try:
-        load(data)
+        tensors = load(data)
     except (SafetensorError, ValueError) as error:
         raise ValueError(f"parameters file {str(path)!r} is not a valid safetensors file: {error}") from None
+    try:
+        check_parameters(tensors)
+    except ValueError as error:
+        raise ValueError(f"parameters file {str(path)!r}: {error}") from None
     return data
 
 

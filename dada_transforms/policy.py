@@ -16,6 +16,11 @@ operations ``(op, probability, magnitude)`` with probability and magnitude in
       ],
       "metadata": {...}                         # optional, free-form JSON
     }
+
+Untrusted sizes are bounded: at most ``MAX_SUB_POLICIES`` sub-policies of at most
+``MAX_OPERATIONS_PER_SUB_POLICY`` operations, and policy files of at most
+``MAX_POLICY_FILE_BYTES``. Files are strict JSON: UTF-8, no duplicate keys, no NaN or
+Infinity (non-finite numbers in metadata are written as ``null``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import numbers
 import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +41,9 @@ from .ops import OPERATION_NAMES, OPERATIONS
 
 FORMAT_NAME = "dada-policy"
 FORMAT_VERSION = 1
+MAX_SUB_POLICIES = 1024
+MAX_OPERATIONS_PER_SUB_POLICY = 16
+MAX_POLICY_FILE_BYTES = 4 * 1024 * 1024
 
 
 def _closest(word: str, choices: Iterable[str]) -> str:
@@ -42,11 +52,17 @@ def _closest(word: str, choices: Iterable[str]) -> str:
 
 
 def _unit_interval(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """``value`` as a float in [0, 1]; real numbers of any type (Python, numpy) are accepted."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{what} must be a number in [0, 1], got {value!r}")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{what} {value!r} is outside [0, 1]")
     return float(value)
+
+
+def _check_count(count: int, limit: int, what: str, container: str) -> None:
+    if count > limit:
+        raise ValueError(f"{container} has {count} {what}; the limit is {limit}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,8 @@ class Operation:
     magnitude: float
 
     def __post_init__(self) -> None:
+        if not isinstance(self.op, str):
+            raise ValueError(f"'op' must be a string naming an operation, got {self.op!r}")
         if self.op not in OPERATIONS:
             raise ValueError(
                 f"unknown operation {self.op!r}{_closest(str(self.op), OPERATION_NAMES)}; "
@@ -80,6 +98,7 @@ class SubPolicy:
     def __post_init__(self) -> None:
         if not self.operations:
             raise ValueError("a sub-policy needs at least one operation, got an empty one")
+        _check_count(len(self.operations), MAX_OPERATIONS_PER_SUB_POLICY, "operations", "a sub-policy")
 
     def __iter__(self) -> Iterator[Operation]:
         return iter(self.operations)
@@ -103,6 +122,7 @@ class Policy:
     def __post_init__(self) -> None:
         if not self.sub_policies:
             raise ValueError("a policy needs at least one sub-policy, got an empty policy")
+        _check_count(len(self.sub_policies), MAX_SUB_POLICIES, "sub-policies", "a policy")
 
     def __iter__(self) -> Iterator[SubPolicy]:
         return iter(self.sub_policies)
@@ -126,11 +146,13 @@ class Policy:
             raise ValueError(f"a policy must be a list of sub-policies, got {type(sub_policies).__name__}")
         if not sub_policies:
             raise ValueError("a policy needs at least one sub-policy, got an empty list")
+        _check_count(len(sub_policies), MAX_SUB_POLICIES, "sub-policies", "a policy")
         built = []
         for index, sub_policy in enumerate(sub_policies):
             if isinstance(sub_policy, (str, bytes)) or not isinstance(sub_policy, Sequence):
                 raise ValueError(f"sub-policy {index} must be a list of operations, got {sub_policy!r}")
             try:
+                _check_count(len(sub_policy), MAX_OPERATIONS_PER_SUB_POLICY, "operations", "a sub-policy")
                 built.append(SubPolicy(tuple(_operation(item) for item in sub_policy)))
             except ValueError as error:
                 raise ValueError(f"sub-policy {index}: {error}") from None
@@ -143,8 +165,11 @@ class Policy:
             raise ValueError(f"a policy file must hold a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT_NAME:
             raise ValueError(f"'format' must be {FORMAT_NAME!r}, got {data.get('format')!r}")
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported policy format version {data.get('version')!r}; this library reads {FORMAT_VERSION}")
+        version = data.get("version")
+        if type(version) is not int:  # true and 1.0 compare equal to 1, but are not versions
+            raise ValueError(f"'version' must be an integer, got {version!r}")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"unsupported policy format version {version!r}; this library reads {FORMAT_VERSION}")
         unknown = set(data) - {"format", "version", "name", "description", "sub_policies", "metadata"}
         if unknown:
             raise ValueError(f"unknown keys in policy: {', '.join(sorted(unknown))}")
@@ -154,8 +179,16 @@ class Policy:
         metadata = data.get("metadata", {})
         if not isinstance(metadata, dict):
             raise ValueError(f"'metadata' must be an object, got {metadata!r}")
-        policy = cls.from_list(data.get("sub_policies", []), name=data.get("name"))
+        sub_policies = data.get("sub_policies", [])
+        if not isinstance(sub_policies, list):
+            raise ValueError(f"'sub_policies' must be a list of sub-policies, got {sub_policies!r}")
+        policy = cls.from_list(sub_policies, name=data.get("name"))
         return cls(policy.sub_policies, name=policy.name, description=data.get("description"), metadata=metadata)
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes | str) -> Policy:
+        """A policy from the text of a policy file (strict JSON, at most ``MAX_POLICY_FILE_BYTES``)."""
+        return cls.from_dict(parse_json(data))
 
     @classmethod
     def from_json(cls, source: str | os.PathLike[str]) -> Policy:
@@ -163,13 +196,10 @@ class Policy:
         text, origin = str(source), None
         if isinstance(source, os.PathLike) or not text.lstrip().startswith("{"):
             origin = Path(source)
-            try:
-                text = origin.read_text(encoding="utf-8")
-            except OSError as error:
-                raise ValueError(f"cannot read policy file {str(origin)!r}: {error.strerror or error}") from None
+        data = read_policy_bytes(origin) if origin is not None else text
         try:
-            return cls.from_dict(json.loads(text))
-        except (ValueError, RecursionError) as error:
+            return cls.from_json_bytes(data)
+        except ValueError as error:
             where = f"policy file {str(origin)!r}" if origin else "policy JSON"
             raise ValueError(f"invalid {where}: {error}") from None
 
@@ -186,12 +216,12 @@ class Policy:
             for sub_policy in self
         ]
         if self.metadata:
-            data["metadata"] = self.metadata
+            data["metadata"] = _json_value(self.metadata, "metadata")
         return data
 
     def to_json(self, path: str | os.PathLike[str] | None = None, indent: int = 1) -> str:
         """The policy as JSON text; with ``path``, also written there atomically."""
-        text = json.dumps(self.to_dict(), indent=indent) + "\n"
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False) + "\n"
         if path is not None:
             write_text_atomic(Path(path), text)
         return text
@@ -215,3 +245,76 @@ def _operation(item: Any) -> Operation:
     if isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 3:
         return Operation(*item)
     raise ValueError(f"an operation must be (op, probability, magnitude), got {item!r}")
+
+
+def read_policy_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a policy file, refusing files over ``MAX_POLICY_FILE_BYTES``; errors name the file.
+
+    Only regular files are read: a folder, a device or a FIFO (which would block) is an error.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError(f"cannot read policy file {str(path)!r}: not a regular file")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_POLICY_FILE_BYTES + 1)
+    except OSError as error:
+        raise ValueError(f"cannot read policy file {str(path)!r}: {error.strerror or error}") from None
+    if len(data) > MAX_POLICY_FILE_BYTES:
+        raise ValueError(f"policy file {str(path)!r} is larger than the limit of {MAX_POLICY_FILE_BYTES} bytes")
+    return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON (numbers must be finite)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        _not_json(text)
+    return value
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Strict JSON: UTF-8, at most ``MAX_POLICY_FILE_BYTES``, no duplicate keys, finite numbers only."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start})") from None
+    if len(data) > MAX_POLICY_FILE_BYTES:
+        raise ValueError(f"the policy JSON is larger than the limit of {MAX_POLICY_FILE_BYTES} bytes")
+    try:
+        return json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_not_json, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
+def _json_value(value: Any, where: str) -> Any:
+    """``value`` as plain JSON data: numpy numbers become Python numbers, non-finite numbers ``None``."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
+    try:
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    raise ValueError(f"{where} has a key that is not a string: {key!r}")
+            return {key: _json_value(item, f"{where}[{key!r}]") for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_json_value(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    except RecursionError:
+        raise ValueError(f"{where} is nested too deeply to be written as JSON") from None
+    raise ValueError(f"{where} is not JSON data: {value!r} ({type(value).__name__})")

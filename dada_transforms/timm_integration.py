@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Any
 
-from .presets import HUB_PREFIX, list_presets, load_policy
+from .presets import HUB_PREFIX, expand_user, list_presets, load_policy
 from .transform import DADA
 
 CONFIG_PREFIX = "dada-"
@@ -47,7 +46,14 @@ def _suffix_value(part: str, config_str: str) -> tuple[str, float] | None:
 
 
 def _resolves_locally(spec: str, presets: list[str]) -> bool:
-    return spec in presets or Path(spec).expanduser().is_file()
+    """A known preset or an existing file (a path that cannot exist, e.g. ``~nouser/x`` or an
+    over-long name, does not resolve; loading it later says why)."""
+    if spec in presets:
+        return True
+    try:
+        return expand_user(spec).is_file()
+    except (ValueError, OSError):
+        return False
 
 
 def _peel_suffixes(parts: list[str], config_str: str) -> tuple[str, list[str]]:

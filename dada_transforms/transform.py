@@ -1,21 +1,31 @@
-"""The ``DADA`` transform: applies a DADA policy to PIL images and image tensors."""
+"""The ``DADA`` transform: applies a DADA policy to PIL images, image tensors, videos and whole
+torchvision v2 samples (images with their boxes, masks and keypoints)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from . import params as random_params
-from .batch import apply_operations
+from .batch import apply_operations, compiled_apply_operations
+from .batch_pil import apply_with_pil, pil_image_of, planes_of, prefers_pil
 from .fill import CUTOUT_FILL, fill_for_channels, normalize_fill
 from .functional_pil import PilOptions
 from .functional_tensor import TensorOptions
+from .geometry import drawn_affine_matrices
+from .ops import OPERATION_NAMES, OPERATIONS, OperationSpec
 from .policy import Policy
 from .presets import load_policy
+from .targets import TARGET_TYPES, move_target
 
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -24,6 +34,8 @@ _RESAMPLING = {
 }
 _COLOUR_MODES = {"L": 1, "RGB": 3}
 _ALPHA_MODES = {"LA": "L", "RGBA": "RGB"}
+_WIDE_MODES = ("I", "F")  # modes (and their I;16... variants) whose levels do not fit 8 bits
+Operations = list[tuple[OperationSpec, float, tuple[float, float]]]
 
 
 def _interpolation_name(interpolation: Any) -> str:
@@ -44,7 +56,37 @@ def _as_policy(policy: str | os.PathLike[str] | Policy | Sequence) -> Policy:
     return Policy.from_list(policy)
 
 
-class DADA(torch.nn.Module):
+_FILL_KEYS = (tv_tensors.Image, tv_tensors.Video, tv_tensors.Mask, "others")
+
+
+def _fills(fill: Any) -> tuple[tuple[int, int, int] | None, float]:
+    """The fill of images and videos (RGB or None) and the fill of masks, from ``fill``: one level,
+    RGB or None (images only; masks get 0), or a dict by type as torchvision's ``fill``."""
+    if not isinstance(fill, Mapping):
+        return normalize_fill(fill), 0
+    for key in fill:
+        if key not in _FILL_KEYS:
+            raise ValueError(
+                f"fill keys must be tv_tensors.Image, tv_tensors.Video, tv_tensors.Mask or 'others', got {key!r}"
+            )
+    others = fill.get("others")
+    image = normalize_fill(fill.get(tv_tensors.Image, others))
+    video = normalize_fill(fill.get(tv_tensors.Video, image))
+    if video != image:
+        raise ValueError(f"fill: DADA uses one fill for images and videos, got {image!r} and {video!r}")
+    mask = fill.get(tv_tensors.Mask, others)
+    if mask is not None and (isinstance(mask, bool) or not isinstance(mask, (int, float)) or math.isnan(mask)):
+        raise ValueError(f"fill: the fill of masks must be one number (a label), got {mask!r}")
+    return image, 0 if mask is None else mask
+
+
+def _worker_seed(seed: int, worker_seed: int) -> int:
+    """A seed for one DataLoader worker and epoch, derived from the generator's seed and the worker's."""
+    digest = hashlib.blake2b(f"{seed}/{worker_seed}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class DADA(v2.Transform):
     """Apply a DADA policy: per image, one sub-policy chosen uniformly, each operation with its probability.
 
     Args:
@@ -55,15 +97,25 @@ class DADA(torch.nn.Module):
             paper's), ``"bilinear"`` or ``"bicubic"``; torchvision's InterpolationMode
             and PIL's Resampling are accepted too.
         fill: colour of areas uncovered by geometric operations, one level or RGB
-            in 0..255; None (default) is black.
+            in 0..255; None (default) is black. Masks get 0 there unless ``fill`` is a
+            dict by type as torchvision's, e.g. ``{tv_tensors.Image: 128, tv_tensors.Mask: 255}``
+            (keys ``tv_tensors.Image``, ``tv_tensors.Video``, ``tv_tensors.Mask``, ``"others"``).
         cutout_fill: colour of the Cutout square; default (125, 123, 114).
         magnitude_std: standard deviation of Gaussian noise added to each magnitude
             (on the [0, 1] scale) at every application; 0 (default) is the paper's.
         generator: an optional ``torch.Generator``; by default torch's global RNG.
+            In a DataLoader worker it is reseeded once per worker and epoch from its
+            seed and the worker's seed, so workers and epochs draw different streams.
+        compile: apply tensor batches with ``torch.compile(fullgraph=True)`` (same bytes as eager;
+            the first call per batch shape compiles, about a minute on a CPU; see the README).
 
     Inputs: a PIL image (mode L, RGB, RGBA, LA or P; returned in the same mode and
     size), or a tensor ``[..., C, H, W]`` with C in {1, 3}, uint8 or float in [0, 1],
     on any device. On a batch every image draws its own sub-policy, operations and signs.
+    A ``tv_tensors.Video`` ``[..., T, C, H, W]`` draws once per clip, for all its frames.
+    As a torchvision v2 transform it takes whole samples (tuples, dicts, lists): one draw
+    per sample moves its ``BoundingBoxes``, ``Mask`` and ``KeyPoints`` with the image;
+    everything else passes through.
     """
 
     def __init__(
@@ -71,16 +123,17 @@ class DADA(torch.nn.Module):
         policy: str | os.PathLike[str] | Policy | Sequence = "imagenet",
         *,
         interpolation: Any = "nearest",
-        fill: int | Sequence[int] | None = None,
+        fill: int | Sequence[int] | Mapping[type | str, Any] | None = None,
         cutout_fill: int | Sequence[int] = CUTOUT_FILL,
         magnitude_std: float = 0.0,
         generator: torch.Generator | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.policy = _as_policy(policy)
         self._slots = max(len(sub_policy) for sub_policy in self.policy)
         self.interpolation = _interpolation_name(interpolation)
-        self.fill = normalize_fill(fill)
+        self.fill, self.mask_fill = _fills(fill)
         self.cutout_fill = normalize_fill(cutout_fill, "cutout_fill")
         if not isinstance(magnitude_std, (int, float)) or not 0 <= magnitude_std:
             raise ValueError(f"magnitude_std must be a number >= 0, got {magnitude_std!r}")
@@ -88,7 +141,12 @@ class DADA(torch.nn.Module):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
         self.generator = generator
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile must be True or False, got {compile!r}")
+        self._compile = compile
         self._tables: dict[str, random_params.PolicyTable] = {}
+        self._range_checked: set[str] = set()  # accelerators whose first float batch was checked
+        self._worker_seed: int | None = None  # the DataLoader worker seed the generator was derived for
 
     # -- randomness -------------------------------------------------------------
 
@@ -104,35 +162,165 @@ class DADA(torch.nn.Module):
         drawn = random_params.draw(self._table(draw_device), count, self.magnitude_std, self.generator)
         return drawn if draw_device == torch.device(device) else drawn.to(torch.device(device))
 
+    def _follow_worker(self) -> None:
+        """In a DataLoader worker, give the generator its own stream for this worker and epoch.
+
+        The DataLoader gives each worker of each epoch its own seed (from its base seed); the
+        generator is reseeded from that and its own initial seed, once per worker seed.
+        """
+        if self.generator is None:
+            return
+        info = torch.utils.data.get_worker_info()
+        if info is None or info.seed == self._worker_seed:
+            return
+        seed = _worker_seed(self.generator.initial_seed(), info.seed)
+        self.generator = torch.Generator(self.generator.device).manual_seed(seed)
+        self._worker_seed = info.seed
+
+    def affine_matrices(self, drawn: random_params.DrawnParams, height: int, width: int) -> torch.Tensor:
+        """The ``[N, 2, 3]`` float64 matrices mapping a point ``(x, y, 1)`` of each image to where the
+        geometric operations of ``drawn`` move it (identity where none applied), on the parameters'
+        device and without host synchronisation: for moving targets of a batch augmented with
+        :meth:`apply_batch`. Coordinates are continuous pixels, (0, 0) the top-left corner."""
+        return drawn_affine_matrices(drawn, height, width)
+
     # -- application ------------------------------------------------------------
 
-    def forward(self, image: Any) -> Any:
-        if isinstance(image, Image.Image):
-            return self._apply_pil(image)
-        if isinstance(image, torch.Tensor):
-            return self._apply_tensor(image)
-        raise TypeError(f"DADA expects a PIL image or a torch.Tensor, got {type(image).__name__}")
+    def forward(self, *inputs: Any) -> Any:
+        """Augment one image (a fast path, same result) or a whole sample, as ``v2.Transform`` does."""
+        if len(inputs) == 1 and _is_picture(inputs[0]):
+            return self.transform(inputs[0], self.make_params(list(inputs)))
+        return super().forward(*inputs)
 
-    def _apply_pil(self, image: Image.Image) -> Image.Image:
+    def check_inputs(self, flat_inputs: list[Any]) -> None:
+        if not any(_is_picture(item) for item in flat_inputs):
+            found = ", ".join(sorted({type(item).__name__ for item in flat_inputs})) or "nothing"
+            raise TypeError(
+                f"DADA expects a PIL image or a torch.Tensor, alone or in a sample with its targets; got {found}"
+            )
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """One draw for the sample: ``drawn`` (tensor parameters) for tensors, ``operations`` (applied
+        operations, on the host) for PIL images and targets."""
+        pictures = [item for item in flat_inputs if _is_picture(item)]
+        has_targets = len(pictures) < len(flat_inputs)
+        counts = {self._check_picture(picture) for picture in pictures}
+        if len(counts) > 1:
+            raise ValueError(
+                f"the images of one sample are augmented together and must hold as many images each, got {sorted(counts)}"
+            )
+        count = counts.pop()
+        if has_targets and count != 1:
+            raise ValueError(
+                f"boxes, masks and keypoints go with one image or one video per sample, got a batch of {count}; "
+                "for batches use DADA.draw_params, apply_batch and affine_matrices"
+            )
+        self._follow_worker()
+        tensors = [picture for picture in pictures if isinstance(picture, torch.Tensor)]
+        if all(self._goes_through_pil(tensor) for tensor in tensors):  # PIL images, or tensors PIL augments alike
+            self._check_pil_generator()
+            return {"drawn": None, "operations": random_params.draw_one(
+                self.policy, self._slots, self.magnitude_std, self.generator
+            )}
+        drawn = self.draw_params(count, tensors[0].device)
+        needs_operations = has_targets or len(tensors) < len(pictures)
+        return {"drawn": drawn, "operations": _applied_operations(drawn) if needs_operations else None}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, Image.Image):
+            return self._apply_pil(inpt, params["operations"])
+        if isinstance(inpt, TARGET_TYPES):
+            return move_target(inpt, [(spec, argument) for spec, argument, _ in params["operations"]], self.mask_fill)
+        drawn = params["drawn"]
+        if drawn is None:  # one CPU uint8 image: PIL's kernels, the same bytes as the tensor kernels, faster
+            result = planes_of(self._apply_pil(pil_image_of(inpt), params["operations"]))
+            return tv_tensors.wrap(result, like=inpt) if type(inpt) is not torch.Tensor else result
+        if drawn.operations.device != inpt.device:
+            drawn = drawn.to(inpt.device)
+        if isinstance(inpt, tv_tensors.Video):
+            drawn = _repeated(drawn, inpt.shape[-4])
+        return self._apply_tensor(inpt, drawn)
+
+    def _goes_through_pil(self, image: torch.Tensor) -> bool:
+        """Whether one image tensor is augmented by the PIL kernels (:func:`prefers_pil`): drawn as a PIL
+        image is (the same random numbers as a batch of one)."""
+        return (
+            image.ndim == 3
+            and not isinstance(image, tv_tensors.Video)
+            and not self._compile
+            and (self.generator is None or self.generator.device.type == "cpu")
+            and prefers_pil(image[None], self.interpolation)
+        )
+
+    def _check_picture(self, picture: Image.Image | torch.Tensor) -> int:
+        """Raise a clear error for an image DADA cannot augment; else return how many draws it needs."""
+        if isinstance(picture, Image.Image):
+            if picture.mode.startswith(_WIDE_MODES):
+                scaling = (
+                    "e.g. torch.from_numpy(numpy.asarray(image) / 65535.0)[None]"
+                    if picture.mode.startswith("I;16") else "by the data's own range"
+                )
+                raise ValueError(
+                    f"unsupported PIL image mode {picture.mode!r}: DADA's operations work on 8-bit levels; "
+                    f"to keep the data, pass a float tensor scaled to [0, 1], {scaling}"
+                )
+            if picture.mode not in _COLOUR_MODES and picture.mode not in _ALPHA_MODES and picture.mode != "P":
+                raise ValueError(
+                    f"unsupported PIL image mode {picture.mode!r}; DADA works on L, RGB, RGBA, LA and P images "
+                    f"(convert with image.convert('RGB'))"
+                )
+            return 1
+        frame_dims = 4 if isinstance(picture, tv_tensors.Video) else 3
+        what = "a video tensor [..., T, C, H, W]" if frame_dims == 4 else "an image tensor [..., C, H, W]"
+        if picture.ndim < frame_dims:
+            raise ValueError(f"expected {what}, got shape {tuple(picture.shape)}")
+        if picture.dtype != torch.uint8 and not picture.is_floating_point():
+            raise ValueError(f"expected a uint8 or floating point image tensor, got dtype {picture.dtype}")
+        channels, height, width = picture.shape[-3:]
+        if channels not in (1, 3):
+            raise ValueError(f"expected 1 or 3 channels, got {channels} (shape {tuple(picture.shape)})")
+        if height < 1 or width < 1:
+            raise ValueError(f"expected a non-empty image, got shape {tuple(picture.shape)}")
+        self._check_range(picture)
+        return math.prod(picture.shape[:-frame_dims])
+
+    def _check_range(self, images: torch.Tensor) -> None:
+        """Float images must lie in [0, 1]. Checked on every CPU call; on an accelerator only the
+        first float batch per device is checked (one synchronisation), so later batches stay sync-free."""
+        if not images.is_floating_point() or images.numel() == 0:
+            return
+        if str(images.device) in self._range_checked:
+            return
+        low, high = (value.item() for value in torch.aminmax(images.detach()))
+        if not 0 <= low <= high <= 1:
+            found = "NaN values" if math.isnan(low) or math.isnan(high) else f"values in [{low:.4g}, {high:.4g}]"
+            raise ValueError(
+                f"DADA expects float images in [0, 1] (or uint8 in [0, 255]), found {found}; "
+                "apply it before Normalize, or scale the images to [0, 1]"
+            )
+        if images.device.type != "cpu":
+            self._range_checked.add(str(images.device))
+
+    def _check_pil_generator(self) -> None:
+        if self.generator is not None and self.generator.device.type != "cpu":
+            raise ValueError(f"PIL images need a CPU generator, got one on {self.generator.device}")
+
+    def _apply_pil(self, image: Image.Image, operations: Operations) -> Image.Image:
+        if image.mode == "P" and not image.getpalette():  # no palette: augment the indices as levels
+            levels = self._apply_pil(Image.frombytes("L", image.size, image.tobytes()), operations)
+            result = Image.frombytes("P", image.size, levels.tobytes())
+            result.info.update(image.info)
+            return result
         if image.mode == "P":
-            converted = self._apply_pil(image.convert("RGB"))
+            converted = self._apply_pil(image.convert("RGB"), operations)
             result = converted.quantize(palette=image, dither=Image.Dither.NONE)
             result.info.update(image.info)
             return result
-        if image.mode not in _COLOUR_MODES and image.mode not in _ALPHA_MODES:
-            raise ValueError(
-                f"unsupported PIL image mode {image.mode!r}; DADA works on L, RGB, RGBA, LA and P images "
-                f"(convert with image.convert('RGB'))"
-            )
-        if self.generator is not None and self.generator.device.type != "cpu":
-            raise ValueError(f"PIL images need a CPU generator, got one on {self.generator.device}")
         channels = len(image.getbands())
         fill = None if self.fill is None else fill_for_channels(self.fill, channels)
         cutout_fill = fill_for_channels(self.cutout_fill, channels)
         resample = _RESAMPLING[self.interpolation]
-        for spec, argument, center in random_params.draw_one(
-            self.policy, self._slots, self.magnitude_std, self.generator
-        ):
+        for spec, argument, center in operations:
             options = PilOptions(fill, cutout_fill, resample, center)
             if image.mode in _ALPHA_MODES and not spec.geometric and spec.name != "Cutout":
                 *colour_bands, alpha = image.split()
@@ -142,39 +330,44 @@ class DADA(torch.nn.Module):
                 image = spec.pil(image, argument, options)
         return image
 
-    def _apply_tensor(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim < 3:
-            raise ValueError(f"expected an image tensor [..., C, H, W], got shape {tuple(images.shape)}")
-        if images.dtype != torch.uint8 and not images.is_floating_point():
-            raise ValueError(f"expected a uint8 or floating point image tensor, got dtype {images.dtype}")
+    def _apply_tensor(self, images: torch.Tensor, drawn: random_params.DrawnParams) -> torch.Tensor:
         channels, height, width = images.shape[-3:]
-        if channels not in (1, 3):
-            raise ValueError(f"expected 1 or 3 channels, got {channels} (shape {tuple(images.shape)})")
-        if height < 1 or width < 1:
-            raise ValueError(f"expected a non-empty image, got shape {tuple(images.shape)}")
         batch = images.reshape(-1, channels, height, width).as_subclass(torch.Tensor)
-        result = self.apply_batch(batch, self.draw_params(batch.shape[0], batch.device))
-        result = result.reshape(images.shape)
-        if type(images) is not torch.Tensor:
-            from torchvision import tv_tensors
-
-            return tv_tensors.wrap(result, like=images)
-        return result
+        result = self.apply_batch(batch, drawn).reshape(images.shape)
+        return tv_tensors.wrap(result, like=images) if type(images) is not torch.Tensor else result
 
     def apply_batch(self, images: torch.Tensor, drawn: random_params.DrawnParams) -> torch.Tensor:
-        """Apply drawn parameters to a batch ``[N, C, H, W]`` (one kernel call per operation kind)."""
+        """Apply drawn parameters to a batch ``[N, C, H, W]``, without host synchronisation off the CPU.
+
+        On the CPU, uint8 images with nearest resampling go through PIL's kernels when that is
+        faster (one image, or large images: :func:`~dada_transforms.batch_pil.prefers_pil`);
+        the bytes are the same either way."""
+        if not self._compile and prefers_pil(images, self.interpolation):
+            return apply_with_pil(
+                images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers,
+                self.fill, self.cutout_fill,
+            )
         kinds = self._table(torch.device("cpu")).kinds_per_slot
         options = TensorOptions(self.fill, self.cutout_fill, self.interpolation, drawn.cutout_centers[:, 0])
-        return apply_operations(
-            images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options, kinds
-        )
+        apply = compiled_apply_operations() if self._compile else apply_operations
+        return apply(images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options, kinds)
 
     # -- pickling and display ---------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_tables"] = {}
+        state["_range_checked"] = set()
+        if self.generator is not None:  # as bytes: torch's multiprocessing pickler cannot share a Generator
+            state["generator"] = (str(self.generator.device), bytes(self.generator.get_state().numpy()))
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("generator"), tuple):
+            device, generator_state = state["generator"]
+            state["generator"] = torch.Generator(device)
+            state["generator"].set_state(torch.frombuffer(bytearray(generator_state), dtype=torch.uint8))
+        super().__setstate__(state)
 
     def extra_repr(self) -> str:
         name = repr(self.policy.name) if self.policy.name else "custom"
@@ -184,6 +377,31 @@ class DADA(torch.nn.Module):
             f"fill={self.fill}",
             f"cutout_fill={self.cutout_fill}",
         ]
+        if self.mask_fill:
+            parts.append(f"mask_fill={self.mask_fill}")
         if self.magnitude_std:
             parts.append(f"magnitude_std={self.magnitude_std}")
         return ", ".join(parts)
+
+
+def _is_picture(item: Any) -> bool:
+    """A PIL image, image tensor or video (not a box, mask or keypoint set)."""
+    return isinstance(item, Image.Image) or (isinstance(item, torch.Tensor) and not isinstance(item, TARGET_TYPES))
+
+
+def _applied_operations(drawn: random_params.DrawnParams) -> Operations:
+    """The operations the first row of ``drawn`` applies, in order, as ``params.draw_one`` returns them."""
+    operations, applied = drawn.operations[0].tolist(), drawn.applied[0].tolist()
+    arguments, centers = drawn.arguments[0].tolist(), drawn.cutout_centers[0].tolist()
+    return [
+        (OPERATIONS[OPERATION_NAMES[index]], argument, (center[0], center[1]))
+        for index, used, argument, center in zip(operations, applied, arguments, centers)
+        if used and index >= 0
+    ]
+
+
+def _repeated(drawn: random_params.DrawnParams, times: int) -> random_params.DrawnParams:
+    """``drawn`` with each row repeated ``times`` times (one draw for every frame of a clip)."""
+    return dataclasses.replace(
+        drawn, **{field.name: getattr(drawn, field.name).repeat_interleave(times, 0) for field in dataclasses.fields(drawn)}
+    )

@@ -1,12 +1,34 @@
-"""The DADA policy search: search space, learnable augmentation, RELAX and the bilevel step."""
+"""The DADA policy search: search space, learnable augmentation, RELAX and the bilevel step.
 
-from .augmentation import AugmentationParameters
-from .bilevel import BilevelSearchStep, StepStats
-from .space import SUB_POLICIES
+The names below are imported on first use, so that ``dada-search`` can check its
+arguments before the heavy modules (torch, torchvision, timm) load.
+"""
 
-__all__ = ["SUB_POLICIES", "AugmentationParameters", "BilevelSearchStep", "StepStats"]
+from importlib import import_module
+from typing import Any
 
-from .loop import SearchResult, search
-from .settings import SearchInputError, SearchSettings, resolve_settings
+_MODULE_OF = {
+    "SUB_POLICIES": "space",
+    "AugmentationParameters": "augmentation",
+    "BilevelSearchStep": "bilevel",
+    "StepStats": "bilevel",
+    "SearchInputError": "settings",
+    "SearchSettings": "settings",
+    "resolve_settings": "settings",
+    "SearchResult": "loop",
+    "search": "loop",
+}
 
-__all__ += ["SearchInputError", "SearchResult", "SearchSettings", "resolve_settings", "search"]
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -8,8 +8,9 @@ The unrolled (DARTS-style) update, with ``xi`` the current learning rate:
 4. per image, ``F = -(L_train(w+) - L_train(w-)) / (2 eps)`` (times xi if asked), the
    finite-difference estimate of ``-(d^2 L_train / d theta d w) . v``; its gradient
    in m comes by autograd (straight-through or autodiff augmentation), its gradient in
-   (alpha, p) by RELAX with ``F`` as the black-box objective;
-5. Adam on (alpha, p, m, phi), phi minimising the mean squared RELAX estimate;
+   (alpha, p) by a score-function estimator with ``F`` as the black-box objective
+   (``estimator``: a baseline, RELAX's trained control variate, or none; see :mod:`.relax`);
+5. Adam on (alpha, p, m) (and on phi, minimising the mean squared RELAX estimate, with ``"relax"``);
 6. SGD on w with the augmented batch (gradient clipped).
 
 ``w'``, ``w+`` and ``w-`` are evaluated with ``torch.func.functional_call`` on the
@@ -29,7 +30,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from .augmentation import MAGNITUDE_GRADIENTS, AugmentationDraw, AugmentationParameters, AugmentedBatch
-from .relax import relax_gradients
+from .batches import color_jitter, draw_color_jitter, draw_lighting, lighting
+from .relax import GradientEstimate, baseline_gradients, leave_one_out, relax_gradients, score_function_gradients
+from .settings import ESTIMATORS
 
 SAMPLINGS = ("per-batch", "per-sample")
 _FINITE_DIFFERENCE_RADIUS = 0.01
@@ -88,6 +91,13 @@ class BilevelSearchStep:
         magnitude_grad: ``"straight-through"`` (the paper) or ``"autodiff"``.
         hypergradient_xi: multiply the finite difference by xi as DARTS does
             (the authors' code does not; default False).
+        estimator: the (alpha, p) gradient estimator: ``"baseline"`` (default),
+            ``"relax"`` (the trained control variate) or ``"score-function"``
+            (c = 0, the authors' effective estimator); see :mod:`.relax`.
+        color_jitter: ColorJitter(b, c, s) strength applied after the policy (0 = off;
+            the published ImageNet search: 0.4).
+        lighting: standard deviation of AlexNet-style PCA lighting noise after
+            ColorJitter (0 = off; the published ImageNet search: 0.1).
         unrolled: False skips the hypergradient (first-order): the augmentation
             parameters then get no gradient at all and stay where they are.
         generator: RNG for the augmentation draws (on the model's device).
@@ -110,6 +120,9 @@ class BilevelSearchStep:
         sampling: str = "per-batch",
         magnitude_grad: str = "straight-through",
         hypergradient_xi: bool = False,
+        estimator: str = "baseline",
+        color_jitter: float = 0.0,
+        lighting: float = 0.0,
         unrolled: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -117,6 +130,8 @@ class BilevelSearchStep:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if magnitude_grad not in MAGNITUDE_GRADIENTS:
             raise ValueError(f"magnitude_grad must be one of {MAGNITUDE_GRADIENTS}, got {magnitude_grad!r}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
         if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
             raise ValueError(f"cutout must be an integer >= 0, got {cutout!r}")
         if len(mean) != len(std) or not mean:
@@ -132,6 +147,9 @@ class BilevelSearchStep:
         self.sampling = sampling
         self.magnitude_grad = magnitude_grad
         self.hypergradient_xi = bool(hypergradient_xi)
+        self.estimator = estimator
+        self.color_jitter = _positive(color_jitter, "color_jitter", allow_zero=True)
+        self.lighting = _positive(lighting, "lighting", allow_zero=True)
         self.unrolled = bool(unrolled)
         self.generator = generator
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -185,9 +203,10 @@ class BilevelSearchStep:
     ) -> dict[str, torch.Tensor]:
         """The unrolled hypergradient estimates for one draw (a fresh one if None), changing nothing.
 
-        Returns ``alpha``, ``probabilities``, ``magnitudes`` (detached) and
-        ``variance_loss`` (RELAX's mean squared estimate, with a graph to phi).
-        The model's BatchNorm statistics are left untouched.
+        Returns ``alpha``, ``probabilities``, ``magnitudes`` (detached),
+        ``variance_loss`` (RELAX's mean squared estimate, with a graph to phi;
+        None for the other estimators) and ``values`` (the objective ``F`` of
+        each draw). The model's BatchNorm statistics are left untouched.
         """
         sample, inputs = self._prepare(train_images, train_labels, val_images, val_labels, sample)
         trainable = self._trainable()
@@ -242,24 +261,37 @@ class BilevelSearchStep:
         values = differences.detach()
         if self.sampling == "per-batch":
             values = values.mean().view(1)
-        relax = relax_gradients(
-            values, augmentation.alpha, augmentation.probabilities, sample.discrete,
-            augmentation.control_variate, augmentation.temperature,
-        )
+        estimate = self._estimate(values, sample)
         return {
-            "alpha": relax.alpha,
-            "probabilities": relax.probabilities,
+            "alpha": estimate.alpha,
+            "probabilities": estimate.probabilities,
             "magnitudes": magnitudes,
-            "variance_loss": relax.variance_loss,
+            "variance_loss": estimate.variance_loss,
+            "values": values,
         }
+
+    def _estimate(self, values: torch.Tensor, sample: AugmentationDraw) -> GradientEstimate:
+        """The (alpha, p) estimate of the configured estimator from the draws' objective values."""
+        augmentation = self.augmentation
+        alpha, probabilities, discrete = augmentation.alpha, augmentation.probabilities, sample.discrete
+        if self.estimator == "relax":
+            return relax_gradients(
+                values, alpha, probabilities, discrete, augmentation.control_variate, augmentation.temperature
+            )
+        if self.estimator == "score-function":
+            return score_function_gradients(values, alpha, probabilities, discrete)
+        # one draw (per-batch): no baseline; earlier batches' values measured worse than none (docs/search-algorithm.md)
+        baselines = leave_one_out(values) if values.shape[0] > 1 else torch.zeros_like(values)
+        return baseline_gradients(values, baselines, alpha, probabilities, discrete)
 
     def _architecture_step(self, gradients: dict[str, torch.Tensor]) -> None:
         """Adam on (alpha, p, m) with the hypergradients and on phi with RELAX's variance loss."""
         augmentation = self.augmentation
-        control_parameters = augmentation.control_variate_parameters()
-        control_gradients = torch.autograd.grad(gradients["variance_loss"], control_parameters)
-        for parameter, gradient in zip(control_parameters, control_gradients):
-            parameter.grad = gradient
+        if gradients["variance_loss"] is not None:
+            control_parameters = augmentation.control_variate_parameters()
+            control_gradients = torch.autograd.grad(gradients["variance_loss"], control_parameters)
+            for parameter, gradient in zip(control_parameters, control_gradients):
+                parameter.grad = gradient
         augmentation.alpha.grad = gradients["alpha"]
         augmentation.probabilities.grad = gradients["probabilities"]
         augmentation.magnitudes.grad = gradients["magnitudes"]
@@ -286,8 +318,14 @@ class BilevelSearchStep:
     # -- inputs ----------------------------------------------------------------------
 
     def _model_inputs(self, batch: AugmentedBatch) -> torch.Tensor:
-        """Normalise, apply Cutout (zero after normalisation, as DARTS/DADA do), add straight-through."""
-        inputs = self._normalized_float(batch.images)
+        """ColorJitter and lighting if asked, normalise, Cutout (zero after normalisation, as DARTS/DADA do), straight-through."""
+        images = batch.images
+        if self.color_jitter:
+            factors, order = draw_color_jitter(images.shape[0], self.color_jitter, self.generator, images.device)
+            images = color_jitter(images, factors, order)
+        if self.lighting:
+            images = lighting(images, draw_lighting(images.shape[0], self.lighting, self.generator, images.device))
+        inputs = self._normalized_float(images)
         if self.cutout:
             inputs = inputs * self._cutout_mask(inputs)
         return inputs + batch.straight_through.to(inputs.dtype).view(-1, 1, 1, 1)

@@ -6,32 +6,44 @@ A checkpoint lives in ``OUTPUT/PRESET.checkpoint/``:
   parameters (``augmentation.*``) and the tensors of the optimisers' states
   (``step.*``);
 - ``checkpoint.json``: the format, the number of completed epochs, the search
-  settings, the seed, the per-epoch history, the name of the tensor file, and
-  the non-tensor part of the optimisers' states (tensors replaced by
-  ``{"tensor": key}``; dictionaries with non-string keys kept as key/value pairs).
+  settings, a fingerprint of the searched data, the per-epoch history, the name
+  and SHA-256 of the tensor file, and the non-tensor part of the optimisers'
+  states (tensors replaced by ``{"tensor": key}``; dictionaries with non-string
+  keys kept as key/value pairs).
 
 The tensor file is written first and named by epoch, then the JSON that points
 to it, then older tensor files are removed: an interruption at any moment
-leaves a consistent checkpoint. No pickle is involved.
+leaves a consistent checkpoint. No pickle is involved. Reading a checkpoint
+back validates everything (JSON shape and types, epoch range, settings, data,
+the tensor file's hash, tensor names, shapes, dtypes and finiteness) before
+anything is restored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
-from dada_transforms.atomic import write_atomic, write_text_atomic
+from dada_transforms.atomic import write_bytes_atomic, write_text_atomic
 
+from .fingerprint import fingerprint_differences
 from .settings import SearchInputError, SearchSettings
 
 FORMAT_NAME = "dada-search-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _INDEX = "checkpoint.json"
+_MAX_INDEX_BYTES = 64 * 2**20
+_MAX_DEPTH = 32
+_KINDS = ("tensor", "dict", "pairs", "list", "value")
 
 
 @dataclass
@@ -43,12 +55,33 @@ class SearchState:
     model: dict[str, torch.Tensor]
     augmentation: dict[str, torch.Tensor]
     step: dict[str, Any]
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]
+    data: dict[str, Any]  # see fingerprint.data_fingerprint
 
 
-def checkpoint_dir(output: Path, name: str) -> Path:
-    """The folder of the checkpoints of preset ``name`` written to ``output``."""
-    return Path(output) / f"{name}.checkpoint"
+class _Invalid(ValueError):
+    """Why a checkpoint cannot be resumed from."""
+
+
+def _cannot_resume(directory: Path, why: object) -> SearchInputError:
+    return SearchInputError(
+        f"cannot resume from {str(directory)!r}: {why}; remove that folder, or run with --overwrite instead of "
+        f"--resume to start afresh"
+    )
+
+
+def has_checkpoint(directory: Path) -> bool:
+    """Whether ``directory`` holds a checkpoint (valid or not)."""
+    return (Path(directory) / _INDEX).exists()
+
+
+def saved_epoch(directory: Path) -> int | None:
+    """The completed epochs recorded in ``directory``'s checkpoint, or None when unreadable (for messages only)."""
+    try:
+        epoch = json.loads((Path(directory) / _INDEX).read_text(encoding="utf-8")).get("epoch")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
 def _cpu(tensor: torch.Tensor) -> torch.Tensor:
@@ -71,70 +104,296 @@ def _split_tensors(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) ->
     raise TypeError(f"cannot store a {type(value).__name__} in a search checkpoint ({prefix})")
 
 
-def _join_tensors(encoded: Any, tensors: dict[str, torch.Tensor]) -> Any:
+def _join_tensors(encoded: Any, tensors: dict[str, torch.Tensor], used: set[str], depth: int = 0) -> Any:
+    """The value that :func:`_split_tensors` encoded; every node's shape and type is checked."""
+    if depth > _MAX_DEPTH:
+        raise _Invalid(f"the optimiser state is nested deeper than {_MAX_DEPTH} levels")
+    if not isinstance(encoded, dict) or len(encoded) != 1 or next(iter(encoded)) not in _KINDS:
+        raise _Invalid(f"optimiser state node must be one of {{{', '.join(_KINDS)}: ...}}, got {encoded!r:.80}")
     (kind, content), = encoded.items()
     if kind == "tensor":
+        if not isinstance(content, str) or content not in tensors or not content.startswith("step."):
+            raise _Invalid(f"optimiser state names a tensor that is not in the tensor file: {content!r:.80}")
+        used.add(content)
         return tensors[content]
-    if kind == "dict":
-        return {key: _join_tensors(item, tensors) for key, item in content.items()}
-    if kind == "pairs":
-        return {key: _join_tensors(item, tensors) for key, item in content}
-    if kind == "list":
-        return [_join_tensors(item, tensors) for item in content]
-    return content
+    if kind == "dict" and isinstance(content, dict):
+        return {key: _join_tensors(item, tensors, used, depth + 1) for key, item in content.items()}
+    if kind == "pairs" and isinstance(content, list):
+        pairs = {}
+        for pair in content:
+            if not isinstance(pair, list) or len(pair) != 2 or isinstance(pair[0], bool) or not isinstance(pair[0], (int, str)):
+                raise _Invalid(f"optimiser state pairs must be [int or str, value], got {pair!r:.80}")
+            pairs[pair[0]] = _join_tensors(pair[1], tensors, used, depth + 1)
+        return pairs
+    if kind == "list" and isinstance(content, list):
+        return [_join_tensors(item, tensors, used, depth + 1) for item in content]
+    if kind == "value" and (content is None or isinstance(content, (bool, int, float, str))):
+        return content
+    raise _Invalid(f"optimiser state node {kind!r} holds a {type(content).__name__}")
 
 
 def save_checkpoint(directory: Path, state: SearchState) -> None:
-    """Write ``state`` into ``directory`` (atomically, see the module notes)."""
+    """Write ``state`` into ``directory`` (atomically, see the module notes).
+
+    Raises:
+        SearchInputError: when a file cannot be written (e.g. a full disk); the previous checkpoint is then intact.
+    """
     directory = Path(directory)
     tensors = {f"model.{key}": _cpu(value) for key, value in state.model.items()}
     tensors.update({f"augmentation.{key}": _cpu(value) for key, value in state.augmentation.items()})
     step = _split_tensors(state.step, "step", tensors)
     tensor_file = f"epoch-{state.epoch:04d}.safetensors"
-    write_atomic(directory / tensor_file, lambda path: save_file(tensors, str(path), metadata={"format": FORMAT_NAME}))
+    content = save(tensors, metadata={"format": FORMAT_NAME})
     index = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "epoch": state.epoch,
         "settings": state.settings.to_dict(),
+        "data": state.data,
         "history": state.history,
         "tensors": tensor_file,
+        "tensors_sha256": hashlib.sha256(content).hexdigest(),
         "step": step,
     }
-    write_text_atomic(directory / _INDEX, json.dumps(index, indent=1) + "\n")
+    try:
+        write_bytes_atomic(directory / tensor_file, content)
+        write_text_atomic(directory / _INDEX, json.dumps(index, indent=1, allow_nan=False) + "\n")
+    except (OSError, SafetensorError) as error:
+        before = state.epoch - 1
+        kept = (
+            f"the checkpoint of epoch {before} there is intact: fix that and run the same command with --resume"
+            if before > 0 and has_checkpoint(directory)
+            else "no earlier checkpoint was saved"
+        )
+        raise SearchInputError(
+            f"cannot write the checkpoint of epoch {state.epoch} to {str(directory)!r}: "
+            f"{getattr(error, 'strerror', None) or error}; {kept}"
+        ) from None
     for old in directory.glob("epoch-*.safetensors"):
         if old.name != tensor_file:
             old.unlink(missing_ok=True)
 
 
-def load_checkpoint(directory: Path) -> SearchState | None:
-    """The state saved in ``directory``, or None when there is no checkpoint.
+def _reject_constant(name: str) -> None:
+    raise _Invalid(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _Invalid(f"duplicate JSON keys {sorted({key for key in keys if keys.count(key) > 1})!r:.80}")
+    return dict(pairs)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_settings(directory: Path, saved: Any, settings: SearchSettings) -> None:
+    now = settings.to_dict()
+    if not isinstance(saved, dict) or set(saved) != set(now):
+        raise _Invalid(f"'settings' must be an object with the keys {sorted(now)}")
+    for key, value in saved.items():
+        if type(value) is not type(now[key]) or (isinstance(value, float) and not math.isfinite(value)):
+            raise _Invalid(f"setting {key!r} is {value!r:.80}, not a {type(now[key]).__name__}")
+    changed = ", ".join(f"{key}: {saved[key]!r} there, {now[key]!r} now" for key in sorted(now) if saved[key] != now[key])
+    if changed:
+        raise SearchInputError(
+            f"the checkpoint in {str(directory)!r} was made with other settings ({changed}); "
+            f"repeat the original settings to resume, or run with --overwrite instead of --resume to start afresh"
+        )
+
+
+def _check_history(history: Any, epoch: int) -> None:
+    if not isinstance(history, list) or len(history) != epoch:
+        raise _Invalid(f"'history' must be a list of {epoch} entries, one per completed epoch")
+    for number, entry in enumerate(history, start=1):
+        if not isinstance(entry, dict) or entry.get("epoch") != number or not _is_integer(entry["epoch"]):
+            raise _Invalid(f"history entry {number} must be an object with \"epoch\": {number}")
+        for key, value in entry.items():
+            values = value if isinstance(value, list) else [value]
+            if not all(_is_number(item) for item in values):
+                raise _Invalid(f"history entry {number}'s {key!r} must be finite numbers, got {value!r:.80}")
+
+
+def _check_data(data: Any) -> None:
+    valid = (
+        isinstance(data, dict)
+        and set(data) == {"classes", "images", "labels_sha256", "pixels_sha256", "split_sha256"}
+        and isinstance(data["classes"], list)
+        and all(isinstance(name, str) for name in data["classes"])
+        and _is_integer(data["images"])
+        and all(isinstance(data[key], str) for key in ("labels_sha256", "pixels_sha256", "split_sha256"))
+    )
+    if not valid:
+        raise _Invalid("'data' must be a data fingerprint (classes, images and three SHA-256 hashes)")
+
+
+def read_checkpoint(directory: Path, settings: SearchSettings) -> dict[str, Any] | None:
+    """The validated ``checkpoint.json`` of ``directory``, or None when there is none.
 
     Raises:
-        SearchInputError: for a checkpoint that cannot be read.
+        SearchInputError: when it was made with other settings, or is not a valid checkpoint of ``settings``.
     """
-    index_path = Path(directory) / _INDEX
-    if not index_path.is_file():
+    directory = Path(directory)
+    path = directory / _INDEX
+    if not path.exists():
         return None
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-        if index.get("format") != FORMAT_NAME or index.get("version") != FORMAT_VERSION:
-            raise ValueError(f"not a version-{FORMAT_VERSION} {FORMAT_NAME} file")
-        tensors = load_file(str(Path(directory) / index["tensors"]))
+        if not path.is_file():
+            raise _Invalid(f"{_INDEX} is not a file")
+        if path.stat().st_size > _MAX_INDEX_BYTES:
+            raise _Invalid(f"{_INDEX} is larger than {_MAX_INDEX_BYTES // 2**20} MiB")
+        try:
+            index = json.loads(
+                path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys, parse_constant=_reject_constant
+            )
+        except RecursionError:
+            raise _Invalid(f"{_INDEX} is nested too deeply") from None
+        if not isinstance(index, dict):
+            raise _Invalid(f"{_INDEX} must hold a JSON object, got a {type(index).__name__}")
+        if index.get("format") != FORMAT_NAME or not _is_integer(index.get("version")) or index["version"] != FORMAT_VERSION:
+            raise _Invalid(f"{_INDEX} is not a version-{FORMAT_VERSION} {FORMAT_NAME} file")
+        expected = {"format", "version", "epoch", "settings", "data", "history", "tensors", "tensors_sha256", "step"}
+        if set(index) != expected:
+            raise _Invalid(f"{_INDEX} must have exactly the keys {sorted(expected)}")
+        _check_settings(directory, index["settings"], settings)
+        epoch = index["epoch"]
+        if not _is_integer(epoch) or not 1 <= epoch <= settings.epochs:
+            raise _Invalid(f"'epoch' must be an integer in [1, {settings.epochs}] (the search's epochs), got {epoch!r:.80}")
+        _check_history(index["history"], epoch)
+        _check_data(index["data"])
+        if index["tensors"] != f"epoch-{epoch:04d}.safetensors":
+            raise _Invalid(f"'tensors' must be 'epoch-{epoch:04d}.safetensors', got {index['tensors']!r:.80}")
+        if not isinstance(index["tensors_sha256"], str):
+            raise _Invalid("'tensors_sha256' must be a string")
+        return index
+    except SearchInputError:
+        raise
+    except (_Invalid, OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _cannot_resume(directory, error) from None
+
+
+def _check_tensors(what: str, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise _Invalid(f"{what} tensors do not match this search: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape or value.dtype != expected[key].dtype:
+            raise _Invalid(
+                f"{what} tensor {key!r} is {value.dtype} {tuple(value.shape)}, "
+                f"expected {expected[key].dtype} {tuple(expected[key].shape)}"
+            )
+
+
+def _check_optimizer(name: str, optimizer: torch.optim.Optimizer, fresh_groups: list[dict[str, Any]]) -> None:
+    """After loading: hyperparameters as this search sets them (the learning rate aside), buffers shaped as parameters."""
+    for group, fresh in zip(optimizer.param_groups, fresh_groups):
+        for key, value in fresh.items():
+            saved = group.get(key)
+            saved = tuple(saved) if isinstance(saved, list) else saved
+            if key == "lr" and not (_is_number(saved) and saved > 0):
+                raise _Invalid(f"{name} learning rate must be a finite positive number, got {saved!r:.80}")
+            if key not in ("lr", "params") and saved != value:
+                raise _Invalid(f"{name} hyperparameter {key!r} is {saved!r:.80}, expected {value!r:.80}")
+        if set(group) != set(fresh):
+            raise _Invalid(f"{name} hyperparameters must be {sorted(fresh)}")
+    parameters = {id(p): p for group in optimizer.param_groups for p in group["params"]}
+    for parameter, state in optimizer.state.items():
+        if not isinstance(parameter, torch.Tensor) or id(parameter) not in parameters or not isinstance(state, dict):
+            raise _Invalid(f"{name} state refers to parameters that this search does not have")
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != parameter.shape:
+                raise _Invalid(f"{name} state {key!r} has shape {tuple(value.shape)}, its parameter {tuple(parameter.shape)}")
+
+
+def restore_checkpoint(
+    directory: Path,
+    index: dict[str, Any],
+    data: dict[str, Any],
+    network: torch.nn.Module,
+    augmentation: torch.nn.Module,
+    step: Any,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load the checkpoint described by ``index`` (from :func:`read_checkpoint`) into the search's objects.
+
+    ``data`` is the fingerprint of the data searched now; ``step`` a
+    BilevelSearchStep. Returns the completed epochs and the history.
+
+    Raises:
+        SearchInputError: for a checkpoint of other data, or tensors that do not fit or are not intact.
+    """
+    directory = Path(directory)
+    differences = fingerprint_differences(index["data"], data)
+    if differences:
+        raise SearchInputError(
+            f"the checkpoint in {str(directory)!r} was made on other data ({differences}); resume with the data it "
+            f"was made on, or run with --overwrite instead of --resume to start afresh"
+        )
+    model_now, augmentation_now = network.state_dict(), augmentation.tensors()
+    optimizers = {"weight optimiser": step.weight_optimizer, "arch optimiser": step.arch_optimizer}
+    fresh_groups = {
+        name: [dict(group) for group in optimizer.param_groups] for name, optimizer in optimizers.items()
+    }
+    try:
+        path = directory / index["tensors"]
+        limit = 4 * sum(t.numel() * t.element_size() for t in [*model_now.values(), *augmentation_now.values()]) + 2**20
+        if not path.is_file() or path.stat().st_size > limit:
+            raise _Invalid(f"{index['tensors']} is missing or larger than this search's state ({limit:,} bytes)")
+        content = path.read_bytes()
+        if hashlib.sha256(content).hexdigest() != index["tensors_sha256"]:
+            raise _Invalid(f"{index['tensors']} does not match its SHA-256 in {_INDEX} (changed or damaged)")
+        tensors = load(content)
+        for key, value in tensors.items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise _Invalid(f"tensor {key!r} holds non-finite values")
         model = {key[len("model.") :]: value for key, value in tensors.items() if key.startswith("model.")}
-        augmentation = {
+        saved_augmentation = {
             key[len("augmentation.") :]: value for key, value in tensors.items() if key.startswith("augmentation.")
         }
-        return SearchState(
-            epoch=index["epoch"],
-            settings=SearchSettings.from_dict(index["settings"]),
-            model=model,
-            augmentation=augmentation,
-            step=_join_tensors(index["step"], tensors),
-            history=index["history"],
-        )
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SearchInputError(
-            f"cannot resume from the checkpoint in {str(directory)!r}: {error}; "
-            f"remove that folder to start afresh"
-        ) from None
+        _check_tensors("model", model, model_now)
+        _check_tensors("augmentation", saved_augmentation, augmentation_now)
+        used: set[str] = set()
+        step_state = _join_tensors(index["step"], tensors, used)
+        unused = sorted(key for key in tensors if key.startswith("step.") and key not in used)
+        outside = sorted(key for key in tensors if not key.startswith(("model.", "augmentation.", "step.")))
+        if unused or outside:
+            raise _Invalid(f"unexpected tensors in {index['tensors']}: {(unused + outside)[:5]}")
+        network.load_state_dict(model)
+        device = next(augmentation.parameters()).device
+        augmentation.load_tensors({key: value.to(device) for key, value in saved_augmentation.items()})
+        step.load_state_dict(step_state)
+        for name, optimizer in optimizers.items():
+            _check_optimizer(name, optimizer, fresh_groups[name])
+    except (_Invalid, OSError, SafetensorError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as error:
+        raise _cannot_resume(directory, error) from None
+    return index["epoch"], list(index["history"])
+
+
+def checkpoint_to_resume(directory: Path, settings: SearchSettings, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """The validated checkpoint a search continues from (None: start afresh); ``overwrite`` removes one.
+
+    Raises:
+        SearchInputError: when a checkpoint exists and neither ``resume`` nor
+            ``overwrite`` says what to do with it, or (resuming) it is not valid.
+    """
+    directory = Path(directory)
+    if resume and overwrite:
+        raise SearchInputError("resume and overwrite exclude each other: resume continues the checkpoint, overwrite discards it")
+    if not has_checkpoint(directory):
+        return None
+    if resume:
+        return read_checkpoint(directory, settings)
+    if overwrite:
+        shutil.rmtree(directory)
+        return None
+    epoch = saved_epoch(directory)
+    done = f" after epoch {epoch}" if epoch is not None else ""
+    raise SearchInputError(
+        f"{str(directory)!r} holds the checkpoint of an interrupted search{done}: run the same command with "
+        f"--resume to continue it, or with --overwrite to discard it and start afresh"
+    )

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections.abc import Sequence
 
-from .settings import DATASETS, MAGNITUDE_GRADIENTS, SAMPLING_MODES, SearchInputError
+from dada_transforms import __version__
+
+from .output_files import OutputPaths, check_output, output_paths
+from .settings import (
+    BAD_IMAGES,
+    DATASETS,
+    ESTIMATORS,
+    MAGNITUDE_GRADIENTS,
+    SAMPLING_MODES,
+    VALIDATION_BATCHES,
+    SearchInputError,
+    resolve_settings,
+)
 
 _EPILOG = """\
 Defaults of --model, --image-size, --batch-size, --lr, --weight-decay and --cutout
@@ -24,16 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"dada-search (dada-transforms) {__version__}")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", required=True, choices=DATASETS, help="what to search on")
     data.add_argument("--data-dir", metavar="DIR", help="dataset folder (default ./data; the image tree for imagefolder)")
     data.add_argument("--download", action="store_true", help="download a torchvision dataset into --data-dir")
+    data.add_argument("--bad-images", choices=BAD_IMAGES, default="fail", help="an unreadable image file stops the search with its name (fail, default) or is left out (skip)")
     data.add_argument("--image-size", type=int, metavar="N", help="side of the square images searched on (default 32; 224 for ImageNet)")
     model = parser.add_argument_group("training")
     model.add_argument("--model", metavar="NAME", help="wrn-DEPTH-WIDTH (e.g. wrn-40-2) or a timm model name (default per dataset)")
     model.add_argument("--epochs", type=int, metavar="N", default=20, help="search epochs (default 20)")
     model.add_argument("--batch-size", type=int, metavar="N", help="images per step (default per dataset)")
     model.add_argument("--lr", type=float, metavar="LR", help="SGD learning rate of the network, cosine-annealed (default per dataset)")
+    model.add_argument("--lr-min", type=float, metavar="LR", help="learning rate reached by the cosine schedule (default 0.001, as published, or --lr if smaller)")
     model.add_argument("--weight-decay", type=float, metavar="WD", help="SGD weight decay (default per dataset)")
     model.add_argument("--cutout", type=int, metavar="PX", help="Cutout side in pixels after the policy (default 16)")
     model.add_argument("--device", metavar="DEVICE", help="cuda, cuda:N or cpu (default cuda when available)")
@@ -44,45 +60,47 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--sampling", choices=SAMPLING_MODES, default="per-batch", help="one policy draw per batch (the paper's) or per image")
     policy.add_argument("--magnitude-grad", choices=MAGNITUDE_GRADIENTS, default="straight-through", help="magnitude gradient estimator (default straight-through)")
     policy.add_argument("--hypergradient-xi", action="store_true", help="multiply the hypergradient by the learning rate, as in DARTS (off in the published code)")
+    policy.add_argument("--estimator", choices=ESTIMATORS, default="baseline", help="gradient estimator of the weights and probabilities: baseline (default, lowest total variance measured), relax (trained control variate), score-function (c = 0: the authors' effective estimator)")
+    policy.add_argument("--val-batches", choices=VALIDATION_BATCHES, default="fresh", help="un-augmented validation batch: a fresh one each step (default) or always the first (the authors' code)")
     output = parser.add_argument_group("output")
     output.add_argument("--name", required=True, metavar="PRESET", help="preset name: writes DIR/PRESET.json and DIR/PRESET.safetensors")
     output.add_argument("--output", metavar="DIR", help="output folder (default: the user preset directory, so DADA(PRESET) finds it)")
     output.add_argument("--top-k", type=int, metavar="K", default=25, help="sub-policies kept in the policy (default 25)")
-    output.add_argument("--resume", action="store_true", help="continue from DIR/PRESET.checkpoint/ if it exists")
+    again = output.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from DIR/PRESET.checkpoint/ if it exists")
+    again.add_argument("--overwrite", action="store_true", help="discard DIR/PRESET.checkpoint/ of an interrupted search and start afresh")
     output.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the result to this Hugging Face Hub repository")
     output.add_argument("--no-progress", action="store_true", help="no progress bar and no per-epoch log lines")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``dada-search``; returns the exit status (2 for a user error, 130 when interrupted)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .loop import search
+    """Run ``dada-search``; returns the exit status (2 for a user error, 130 when interrupted).
 
+    Arguments, settings and the output folder are checked before the search's
+    heavy modules are imported and before any data is loaded.
+    """
+    paths = None
     try:
+        args = build_parser().parse_args(argv)
+        settings_arguments = {
+            name: getattr(args, name) for name in inspect.signature(resolve_settings).parameters if name != "dataset"
+        }
+        resolve_settings(args.dataset, **settings_arguments)
+        paths = _checked_output(args.output, args.name)
+        from .loop import search
+
         result = search(
             args.dataset,
+            **settings_arguments,
             name=args.name,
             output=args.output,
             data_dir=args.data_dir,
             download=args.download,
-            model=args.model,
-            image_size=args.image_size,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            arch_lr=args.arch_lr,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            cutout=args.cutout,
-            seed=args.seed,
-            sampling=args.sampling,
-            magnitude_grad=args.magnitude_grad,
-            hypergradient_xi=args.hypergradient_xi,
+            bad_images=args.bad_images,
             device=args.device,
             resume=args.resume,
+            overwrite=args.overwrite,
             push_to_hub=args.push_to_hub,
             progress=not args.no_progress,
         )
@@ -90,10 +108,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dada-search: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("dada-search: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        print(f"dada-search: interrupted{_resume_hint(paths)}", file=sys.stderr)
         return 130
     print(result.paths.policy)
     return 0
+
+
+def _checked_output(output: str | None, name: str) -> OutputPaths:
+    if output is None:
+        from dada_transforms.presets import user_preset_dir
+
+        output = user_preset_dir()
+    paths = output_paths(output, name)
+    check_output(paths, name)
+    return paths
+
+
+def _resume_hint(paths: OutputPaths | None) -> str:
+    if paths is None or not paths.checkpoint.is_dir():
+        return ""
+    from .checkpoint import saved_epoch
+
+    epoch = saved_epoch(paths.checkpoint)
+    if epoch is None:
+        return ""
+    return f"; run it again with --resume to continue after epoch {epoch}"
 
 
 if __name__ == "__main__":

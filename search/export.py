@@ -2,46 +2,27 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from pathlib import Path
+import hashlib
+import shlex
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import save
 
 from dada_transforms import __version__
-from dada_transforms.atomic import write_atomic
+from dada_transforms.atomic import write_bytes_atomic
 from dada_transforms.policy import Policy
 
 from .augmentation import AugmentationParameters
+from .output_files import OutputPaths
 from .settings import SearchInputError
 from .space import SUB_POLICIES
 
 PARAMETERS_FORMAT = "dada-search-parameters"
-_PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-@dataclass(frozen=True)
-class OutputPaths:
-    """The files a search writes."""
-
-    policy: Path  # OUTPUT/PRESET.json
-    parameters: Path  # OUTPUT/PRESET.safetensors
-
-
-def output_paths(output: Path, name: str) -> OutputPaths:
-    """The result files of preset ``name`` in folder ``output``.
-
-    Raises:
-        SearchInputError: for a name that cannot be a file name (or ends in .json).
-    """
-    if not isinstance(name, str) or not _PRESET_NAME.fullmatch(name) or name.endswith(".json"):
-        raise SearchInputError(
-            f"preset name must be letters, digits, '.', '_' or '-' (starting with a letter or digit, "
-            f"no .json suffix), got {name!r}"
-        )
-    return OutputPaths(Path(output) / f"{name}.json", Path(output) / f"{name}.safetensors")
+HISTORY_SHAPES = {"sub_policy_weights": (105,), "probabilities": (105, 2), "magnitudes": (105, 2)}
+"""The per-epoch snapshots of a search: each history entry holds these as flat lists of floats;
+the result's safetensors holds them stacked as ``history.KEY`` tensors ``[epochs, *shape]``."""
 
 
 def ranked_sub_policies(augmentation: AugmentationParameters, count: int) -> list[tuple[str, str, float]]:
@@ -51,20 +32,95 @@ def ranked_sub_policies(augmentation: AugmentationParameters, count: int) -> lis
     return [(*SUB_POLICIES[index], float(weights[index])) for index in order.tolist()]
 
 
+def epoch_snapshot(augmentation: AugmentationParameters) -> dict[str, list[float]]:
+    """The sub-policy weights, probabilities and magnitudes now, flat, rounded to 6 significant digits."""
+    with torch.no_grad():
+        values = {
+            "sub_policy_weights": augmentation.sub_policy_weights(),
+            "probabilities": augmentation.probabilities,
+            "magnitudes": augmentation.magnitudes,
+        }
+        return {key: [float(f"{v:.6g}") for v in value.detach().cpu().flatten().tolist()] for key, value in values.items()}
+
+
+def history_tensors(history: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """The per-epoch snapshots of ``history`` as float32 ``history.KEY`` tensors (none if an epoch lacks them)."""
+    if not history or not all(key in entry for entry in history for key in HISTORY_SHAPES):
+        return {}
+    return {
+        f"history.{key}": torch.tensor([entry[key] for entry in history], dtype=torch.float32).reshape(-1, *shape)
+        for key, shape in HISTORY_SHAPES.items()
+    }
+
+
 def export_result(
     augmentation: AugmentationParameters, paths: OutputPaths, name: str, top_k: int, metadata: dict[str, Any]
 ) -> tuple[Policy, dict[str, torch.Tensor]]:
     """Write the top-``top_k`` policy and every learned tensor; returns both.
 
     The policy's metadata holds ``metadata`` plus ``sub_policy_weights``, the
-    weight softmax(alpha) of each exported sub-policy, in the file's order.
+    weight softmax(alpha) of each exported sub-policy, in the file's order, and
+    ``parameters``: the safetensors file's name and SHA-256. The safetensors is
+    written first and the JSON last (each atomically), so a reader that checks
+    the hash never takes a JSON and a safetensors of different searches as a pair.
+    The per-epoch snapshots of ``metadata["history"]`` (see :func:`epoch_snapshot`)
+    go to the safetensors as ``history.*`` tensors; the JSON keeps the rest.
+
+    Raises:
+        SearchInputError: when a file cannot be written (the search's last checkpoint is then intact).
     """
+    history = metadata.get("history", [])
+    snapshots = history_tensors(history)
+    metadata = {**metadata, "history": [{k: v for k, v in entry.items() if k not in HISTORY_SHAPES} for entry in history]}
     ranked = augmentation.to_policy(top_k=top_k, name=name, metadata=metadata)
     search = metadata.get("search", {})
     description = f"DADA policy searched by dada-search on {search.get('dataset')} with {search.get('model')}"
-    policy = Policy(ranked.sub_policies, name=name, description=description, metadata=ranked.metadata)
-    tensors = augmentation.tensors()
+    tensors = {**augmentation.tensors(), **snapshots}
     file_metadata = {"format": PARAMETERS_FORMAT, "preset": name, "library": f"dada-transforms {__version__}"}
-    write_atomic(paths.parameters, lambda path: save_file(tensors, str(path), metadata=file_metadata))
-    policy.to_json(paths.policy)
+    content = save(tensors, metadata=file_metadata)
+    parameters_file = {"file": paths.parameters.name, "sha256": hashlib.sha256(content).hexdigest()}
+    policy = Policy(
+        ranked.sub_policies, name=name, description=description, metadata={**ranked.metadata, "parameters": parameters_file}
+    )
+    try:
+        write_bytes_atomic(paths.parameters, content)
+        policy.to_json(paths.policy)
+    except (OSError, SafetensorError) as error:
+        raise SearchInputError(
+            f"cannot write the result to {str(paths.policy.parent)!r}: {getattr(error, 'strerror', None) or error}; "
+            f"the checkpoint of the last epoch in {str(paths.checkpoint)!r} is intact: fix that and run the same "
+            f"command with --resume to write the result again"
+        ) from None
     return policy, tensors
+
+
+def check_hub_repo(repo_id: str) -> None:
+    """Check ``--push-to-hub``'s repository id as ``dada-transforms push`` does, before the search starts.
+
+    Raises:
+        SearchInputError: for an invalid id.
+    """
+    from dada_transforms.hub import check_repo_id
+
+    try:
+        check_repo_id(repo_id)
+    except ValueError as error:
+        raise SearchInputError(f"--push-to-hub: {error}") from None
+
+
+def push_result(paths: OutputPaths, repo_id: str) -> None:
+    """Upload the written result to the Hub repository ``repo_id``.
+
+    Raises:
+        SearchInputError: when the upload fails, saying that the result is on disk and how to push it later.
+    """
+    from dada_transforms.hub import push_preset
+
+    try:
+        push_preset(paths.policy, repo_id, safetensors_path=paths.parameters)
+    except (ValueError, OSError) as error:
+        raise SearchInputError(
+            f"the search is done and its result is on disk ({str(paths.policy)!r} and {paths.parameters.name!r}), "
+            f"but pushing it to {repo_id!r} failed: {error}; push it later with: "
+            f"dada-transforms push {shlex.quote(str(paths.policy))} {repo_id}"
+        ) from None

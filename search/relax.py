@@ -13,6 +13,22 @@ the draw, ``z~`` the relaxation conditioned on the hard draw ``b``, both
 tempered (``softmax(z / tau)``, ``sigmoid(z / tau)``) before entering the
 control variate ``c``. The estimate is unbiased for any ``c``; ``c`` is trained
 to minimise the mean of ``g ** 2``, i.e. the estimator's variance.
+
+Three estimators of the same gradient are offered (``settings.ESTIMATORS``):
+
+- ``"baseline"`` (the default): ``(f(b) - beta) * d log P(b)`` where only the
+  chosen sub-policy's two bits enter ``log P`` (the other 208 bits do not touch
+  the image, so their score terms have mean zero and are pure noise), and
+  ``beta`` is a baseline that does not depend on the draw (the mean of the
+  other draws' values, or a running mean of earlier steps' values);
+- ``"relax"``: RELAX as above, with the trained control variate ``c_phi``;
+- ``"score-function"``: ``c = 0``, every bit scored: ``f(b) * d log P(b)``. This
+  is exactly what the authors' released code computes (its control-variate
+  terms cancel in the finite difference).
+
+Draws use ``p`` clamped to ``[BOUNDARY, 1 - BOUNDARY]`` (the gradient passes the
+clamp unchanged), so a probability pushed to 0 or 1 still draws the rare branch
+often enough for its estimate to say whether to come back.
 """
 
 from __future__ import annotations
@@ -22,6 +38,8 @@ from dataclasses import dataclass
 import torch
 
 _EPS = 1e-6
+BOUNDARY = 0.01
+"""Draws and scores use ``p`` clamped to [BOUNDARY, 1 - BOUNDARY] (straight-through)."""
 
 
 @dataclass(frozen=True)
@@ -50,12 +68,14 @@ class DiscreteDraw:
 
 
 def clamped_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
-    """``p`` clamped to [eps, 1 - eps] in value, with the gradient of the identity.
+    """``p`` clamped to [BOUNDARY, 1 - BOUNDARY] in value, with the gradient of the identity.
 
     A plain clamp would give a probability that reached 0 or 1 no gradient
-    ever again; this straight-through clamp keeps it learnable.
+    ever again, and a clamp to a tiny eps would almost never draw the rare
+    branch, whose score term carries the information that p should come back.
+    Inside the interval the draw and its estimate are those of ``p`` itself.
     """
-    return probabilities + (probabilities.clamp(_EPS, 1 - _EPS) - probabilities).detach()
+    return probabilities + (probabilities.clamp(BOUNDARY, 1 - BOUNDARY) - probabilities).detach()
 
 
 def _uniform(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -133,7 +153,7 @@ def score(alpha: torch.Tensor, probabilities: torch.Tensor, sample: DiscreteDraw
         one_hot = torch.zeros(sample.count, alpha.shape[0], dtype=alpha.dtype, device=alpha.device)
         one_hot.scatter_(1, sample.sub_policy.unsqueeze(1), 1.0)  # F.one_hot would synchronise on CUDA
         alpha_score = one_hot - alpha.softmax(0)
-        theta = probabilities.clamp(_EPS, 1 - _EPS)
+        theta = probabilities.clamp(BOUNDARY, 1 - BOUNDARY)
         probability_score = sample.bits / theta - (1 - sample.bits) / (1 - theta)
     return alpha_score, probability_score
 
@@ -154,12 +174,17 @@ class ControlVariate(torch.nn.Module):
 
 
 @dataclass(frozen=True)
-class RelaxGradients:
-    """The RELAX estimate (mean over the D draws) and the variance loss for the control variate."""
+class GradientEstimate:
+    """An estimate of ``d E[f(b)] / d (alpha, p)`` (mean over the D draws)."""
 
     alpha: torch.Tensor  # [S], detached
     probabilities: torch.Tensor  # [S, 2], detached
-    variance_loss: torch.Tensor  # 0-dim, mean of g ** 2, with a graph to the control variate
+    variance_loss: torch.Tensor | None = None  # RELAX only: mean of g ** 2, with a graph to the control variate
+
+
+def _check_values(values: torch.Tensor, sample: DiscreteDraw) -> None:
+    if values.shape != (sample.count,):
+        raise ValueError(f"expected one value per draw, shape ({sample.count},), got {tuple(values.shape)}")
 
 
 def relax_gradients(
@@ -169,14 +194,13 @@ def relax_gradients(
     sample: DiscreteDraw,
     control_variate: ControlVariate,
     temperature: float,
-) -> RelaxGradients:
+) -> GradientEstimate:
     """RELAX estimate of ``d E[f(b)] / d (alpha, p)`` from ``values = f(b)`` ``[D]`` of the D draws.
 
     ``alpha`` and ``probabilities`` must require grad. The returned estimate is
     the mean over the draws of each draw's RELAX estimate.
     """
-    if values.shape != (sample.count,):
-        raise ValueError(f"expected one value per draw, shape ({sample.count},), got {tuple(values.shape)}")
+    _check_values(values, sample)
     relaxed, conditional = relaxed_inputs(alpha, probabilities, sample, temperature)
     control, control_conditional = control_variate(relaxed), control_variate(conditional)
     alpha_score, probability_score = score(alpha, probabilities, sample)
@@ -187,4 +211,69 @@ def relax_gradients(
     alpha_gradient = weights @ alpha_score + correction_alpha
     probability_gradient = torch.einsum("d,dsk->sk", weights, probability_score) + correction_probabilities
     variance_loss = torch.cat((probability_gradient, alpha_gradient.unsqueeze(1)), dim=1).square().mean()
-    return RelaxGradients(alpha_gradient.detach(), probability_gradient.detach(), variance_loss)
+    return GradientEstimate(alpha_gradient.detach(), probability_gradient.detach(), variance_loss)
+
+
+def score_function_gradients(
+    values: torch.Tensor, alpha: torch.Tensor, probabilities: torch.Tensor, sample: DiscreteDraw
+) -> GradientEstimate:
+    """``mean_d f(b_d) * d log P(b_d)`` over every bit: RELAX with ``c = 0``, the authors' effective estimator."""
+    _check_values(values, sample)
+    alpha_score, probability_score = score(alpha, probabilities, sample)
+    weights = values.detach().to(alpha_score.dtype) / sample.count
+    return GradientEstimate(weights @ alpha_score, torch.einsum("d,dsk->sk", weights, probability_score))
+
+
+def baseline_gradients(
+    values: torch.Tensor,
+    baselines: torch.Tensor,
+    alpha: torch.Tensor,
+    probabilities: torch.Tensor,
+    sample: DiscreteDraw,
+) -> GradientEstimate:
+    """``mean_d (f(b_d) - beta_d) * d log P(s_d, b_d[s_d])``: the chosen sub-policy's bits only, minus a baseline.
+
+    Unbiased when each ``beta_d`` does not depend on draw d (e.g.
+    :func:`leave_one_out` of independent draws, or a mean of earlier steps):
+    ``f`` depends only on the chosen sub-policy ``s`` and its two bits, so the
+    score of any other bit has mean zero given everything ``f`` sees, and
+    dropping it removes noise without changing the expectation.
+    """
+    _check_values(values, sample)
+    if baselines.shape != values.shape:
+        raise ValueError(f"expected one baseline per draw, shape {tuple(values.shape)}, got {tuple(baselines.shape)}")
+    alpha_score, probability_score = score(alpha, probabilities, sample)
+    weights = (values.detach() - baselines.detach()).to(alpha_score.dtype) / sample.count
+    chosen = torch.zeros_like(alpha_score).scatter_(1, sample.sub_policy.unsqueeze(1), 1.0)
+    probability_gradient = torch.einsum("d,dsk->sk", weights, probability_score * chosen.unsqueeze(2))
+    return GradientEstimate(weights @ alpha_score, probability_gradient)
+
+
+def shrunk_mean(mean: torch.Tensor, variance_of_mean: torch.Tensor) -> torch.Tensor:
+    """``mean * mean^2 / (mean^2 + variance_of_mean)``: the multiple of an estimated mean that is the best baseline.
+
+    Subtracting a baseline ``a * m`` (``m`` an estimate of ``E[f]`` independent
+    of the draw) from ``f`` changes the variance of ``f * score`` by about
+    ``a^2 (mu^2 + var(m)) - 2 a mu^2`` (times ``E[score^2]``), smallest at
+    ``a = mu^2 / (mu^2 + var(m))``, with ``m`` standing in for ``mu``: no baseline
+    when the mean is lost in its own noise, the whole mean when it is clear.
+    """
+    square = mean.square()
+    return mean * square / (square + variance_of_mean).clamp_min(torch.finfo(mean.dtype).tiny)
+
+
+def leave_one_out(values: torch.Tensor) -> torch.Tensor:
+    """``[D]``: for each draw a baseline from the *other* draws' values only: their mean, shrunk by :func:`shrunk_mean`.
+
+    With two draws the other one's value is used as it is.
+    """
+    if values.ndim != 1 or values.shape[0] < 2:
+        raise ValueError(f"leave-one-out needs at least 2 values, got shape {tuple(values.shape)}")
+    others = values.shape[0] - 1
+    values64 = values.double()
+    means = (values64.sum() - values64) / others
+    if others < 2:
+        return means.to(values.dtype)
+    squares = (values64.square().sum() - values64.square()) / others
+    variances = (squares - means.square()).clamp_min(0) * others / (others - 1)
+    return shrunk_mean(means, variances / others).to(values.dtype)

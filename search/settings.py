@@ -12,7 +12,11 @@ imagenet   (reduced-)imagenet resnet50  32    0.00125 1e-4  16     224
 ========== ================== ========= ===== ======= ===== ====== ==========
 
 ``imagefolder`` takes the cifar10 row. All datasets: 20 epochs, temperature
-0.5, architecture learning rate 0.005, top 25 sub-policies exported.
+0.5, architecture learning rate 0.005, top 25 sub-policies exported, the
+learning rate cosine-annealed to ``lr_min`` = 0.001 (or ``lr`` if smaller),
+stepped before each epoch as the published code does, validation batches
+un-augmented and fresh each step. The ImageNet rows add ColorJitter(0.4) and
+PCA lighting (0.1) after the policy, as the published ImageNet pipeline does.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ DATASETS = (
     "imagefolder",
 )
 SAMPLING_MODES = ("per-batch", "per-sample")
+BAD_IMAGES = ("fail", "skip")  # what an unreadable image file does (not a setting: it changes only the data)
+ESTIMATORS = ("baseline", "relax", "score-function")
+VALIDATION_BATCHES = ("fresh", "fixed")
+DEFAULT_LR_MIN = 0.001
 MAGNITUDE_GRADIENTS = ("straight-through", "autodiff")
 SUB_POLICY_COUNT = 105
 
@@ -49,13 +57,15 @@ class _PublishedRow:
     weight_decay: float
     cutout: int
     image_size: int
+    color_jitter: float = 0.0
+    lighting: float = 0.0
 
 
 _PUBLISHED = {
     "cifar10": _PublishedRow("wrn-40-2", 128, 0.1, 2e-4, 16, 32),
     "cifar100": _PublishedRow("wrn-40-2", 32, 0.1, 5e-4, 16, 32),
     "svhn": _PublishedRow("wrn-28-10", 32, 0.00125, 1e-3, 16, 32),
-    "imagenet": _PublishedRow("resnet50", 32, 0.00125, 1e-4, 16, 224),
+    "imagenet": _PublishedRow("resnet50", 32, 0.00125, 1e-4, 16, 224, color_jitter=0.4, lighting=0.1),
 }
 _ROW_OF_DATASET = {
     "cifar10": "cifar10",
@@ -89,6 +99,11 @@ class SearchSettings:
     sampling: str
     magnitude_grad: str
     hypergradient_xi: bool
+    estimator: str = "baseline"
+    val_batches: str = "fresh"
+    lr_min: float = DEFAULT_LR_MIN
+    color_jitter: float = 0.0
+    lighting: float = 0.0
     momentum: float = 0.9
     grad_clip: float = 5.0
 
@@ -142,6 +157,9 @@ def resolve_settings(
     sampling: str = "per-batch",
     magnitude_grad: str = "straight-through",
     hypergradient_xi: bool = False,
+    estimator: str = "baseline",
+    val_batches: str = "fresh",
+    lr_min: float | None = None,
 ) -> SearchSettings:
     """The settings for ``dataset``: published defaults where an argument is None, each value validated.
 
@@ -159,13 +177,19 @@ def resolve_settings(
         raise SearchInputError(f"cutout {cutout} px is larger than the image size {image_size} px")
     if not isinstance(hypergradient_xi, bool):
         raise SearchInputError(f"hypergradient_xi must be True or False, got {hypergradient_xi!r}")
+    lr = _number(row.lr if lr is None else lr, "learning rate", allow_zero=False)
+    if lr_min is None:
+        lr_min = min(DEFAULT_LR_MIN, lr)
+    lr_min = _number(lr_min, "minimum learning rate", allow_zero=True)
+    if lr_min > lr:
+        raise SearchInputError(f"minimum learning rate {lr_min!r} is above the learning rate {lr!r}")
     return SearchSettings(
         dataset=dataset,
         model=model,
         image_size=image_size,
         epochs=_integer(epochs, "epochs", 1),
         batch_size=_integer(row.batch_size if batch_size is None else batch_size, "batch size", 1),
-        lr=_number(row.lr if lr is None else lr, "learning rate", allow_zero=False),
+        lr=lr,
         weight_decay=_number(row.weight_decay if weight_decay is None else weight_decay, "weight decay", allow_zero=True),
         arch_lr=_number(arch_lr, "arch learning rate", allow_zero=False),
         temperature=_number(temperature, "temperature", allow_zero=False),
@@ -175,4 +199,21 @@ def resolve_settings(
         sampling=_choice(sampling, "sampling", SAMPLING_MODES),
         magnitude_grad=_choice(magnitude_grad, "magnitude gradient", MAGNITUDE_GRADIENTS),
         hypergradient_xi=hypergradient_xi,
+        estimator=_choice(estimator, "estimator", ESTIMATORS),
+        val_batches=_choice(val_batches, "validation batches", VALIDATION_BATCHES),
+        lr_min=lr_min,
+        color_jitter=row.color_jitter,
+        lighting=row.lighting,
     )
+
+
+def epoch_learning_rate(settings: SearchSettings, epoch: int) -> float:
+    """The network's learning rate in ``epoch`` (0-based): the published schedule.
+
+    Cosine from ``lr`` to ``lr_min`` over ``epochs``, stepped *before* each epoch
+    as the published code does (``CosineAnnealingLR(T_max=epochs, eta_min=lr_min)``
+    with ``scheduler.step()`` at the top of the epoch loop), so the first epoch
+    already runs one step down the cosine and the last at ``lr_min``.
+    """
+    progress = (epoch + 1) / settings.epochs
+    return settings.lr_min + (settings.lr - settings.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))

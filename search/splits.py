@@ -70,3 +70,17 @@ def stratified_split(labels: Sequence[int] | np.ndarray, train_size: int, seed: 
         train.extend(shuffled[: train_counts[index]])
         test.extend(shuffled[train_counts[index] : train_counts[index] + test_counts[index]])
     return rng.permutation(np.asarray(train, dtype=np.int64)), rng.permutation(np.asarray(test, dtype=np.int64))
+
+
+def reduced_class_subset(
+    labels: Sequence[int] | np.ndarray, size: int, kept_classes: Sequence[int], seed: int = 0
+) -> np.ndarray:
+    """Draw ``size`` indices stratified over *all* classes, then keep those of ``kept_classes`` (in draw order).
+
+    This is how the published reduced ImageNet was drawn: 50,000 images of the
+    1,000-class training set (``StratifiedShuffleSplit(test_size=len(labels) - 50000,
+    random_state=0)``), of which the 120 listed classes keep about 6,000.
+    """
+    labels = np.asarray(labels)
+    drawn, _ = stratified_split(labels, size, seed=seed)
+    return drawn[np.isin(labels[drawn], np.asarray(kept_classes))]

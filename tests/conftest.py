@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# One CPU thread, here and in every process the tests start (set before torch loads): the
+# tests' tensors are tiny, and on a 2-core machine OpenMP's spinning threads made them up
+# to 10x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import random
 
 import pytest

@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image, ImageChops
 from safetensors.torch import save_file
 
@@ -22,6 +21,7 @@ from dada_transforms import Policy, __version__, load_policy
 from dada_transforms.cli import main
 from dada_transforms.grid import GridLayout
 from dada_transforms.ops import OPERATIONS
+from dada_transforms.search import AugmentationParameters
 
 BUILT_INS = ("cifar10", "cifar100", "imagenet", "svhn")
 
@@ -141,7 +141,7 @@ def test_a_grid_error_through_the_script_leaves_no_file(preset_dir, tmp_path):
     [
         (["nope.jpg"], "grid.png", "cannot read image 'nope.jpg'"),
         ([], "grid.gif", "the output must be a .png, .jpg or .webp file"),
-        (["--tile-size", "8"], "grid.png", "tile_size must be an integer >= 64, got 8"),
+        (["--tile-size", "8"], "grid.png", "tile_size must be an integer in [64, 1024], got 8"),
     ],
 )
 def test_grid_errors_leave_no_file(tmp_path, monkeypatch, capsys, extra, output_name, message):
@@ -152,7 +152,7 @@ def test_grid_errors_leave_no_file(tmp_path, monkeypatch, capsys, extra, output_
 
 
 def test_push_includes_the_presets_safetensors_sibling(preset_dir, monkeypatch, capsys):
-    save_file({"alpha": torch.ones(3)}, str(preset_dir / "mine.safetensors"))
+    save_file(AugmentationParameters().tensors(), str(preset_dir / "mine.safetensors"))
     monkeypatch.setenv("DADA_PRESET_DIR", str(preset_dir))
     uploads = []
 

@@ -75,8 +75,8 @@ def test_captions_show_the_sign_drawn_for_mirrored_operations(make_image):
     [
         ({"samples": 0}, "samples must be an integer in [1, 256], got 0"),
         ({"columns": 0}, "columns must be an integer >= 1, got 0"),
-        ({"tile_size": 16}, "tile_size must be an integer >= 64, got 16"),
-        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"tile_size": 16}, "tile_size must be an integer in [64, 1024], got 16"),
+        ({"seed": -1}, f"seed must be an integer in [0, {2**64 - 1}], got -1"),
     ],
 )
 def test_bad_options_are_clear_errors(options, message):

@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import pickle
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -22,6 +24,7 @@ from safetensors.torch import save, save_file
 
 from dada_transforms import DADA, Policy, load_policy
 from dada_transforms.hub import load_hub_parameters, load_hub_policy, push_preset
+from dada_transforms.search import AugmentationParameters
 
 COMMIT_1 = "1" * 40
 COMMIT_2 = "2" * 40
@@ -65,6 +68,12 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 def policy_bytes(policy: Policy) -> bytes:
     return policy.to_json().encode()
+
+
+def search_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Tensors shaped as dada-search saves them, with random values."""
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.rand(value.shape, generator=generator) for name, value in AugmentationParameters().tensors().items()}
 
 
 def test_dada_loads_a_cached_hub_preset_offline(cache):
@@ -128,7 +137,7 @@ def test_a_malformed_hub_spec_is_rejected_with_its_value(spec, message):
 
 
 def test_parameters_are_read_with_safetensors(cache):
-    tensors = {"alpha": torch.linspace(0, 1, 105), "magnitudes": torch.rand(105, 2)}
+    tensors = search_tensors()
     add_commit(cache, "org/name", COMMIT_1, {"policy.json": policy_bytes(POLICY_1), "policy.safetensors": save(tensors)})
     loaded = load_hub_parameters("org/name")
     assert loaded.keys() == tensors.keys()
@@ -203,7 +212,7 @@ SEARCHED = Policy(
 
 def test_push_uploads_policy_parameters_and_model_card_in_one_commit(tmp_path):
     parameters = tmp_path / "my-search.safetensors"
-    save_file({"alpha": torch.arange(105.0)}, str(parameters))
+    save_file(search_tensors(), str(parameters))
     api = FakeHfApi()
     url = push_preset(SEARCHED, "me/my-search", safetensors_path=parameters, private=True, token="tok", api=api)
     assert url == "https://huggingface.co/me/my-search"
@@ -244,12 +253,12 @@ def test_push_a_builtin_preset_by_name_without_parameters():
 
 def test_a_pushed_preset_loads_back_from_the_hub_cache(cache, tmp_path):
     parameters = tmp_path / "p.safetensors"
-    save_file({"alpha": torch.ones(4)}, str(parameters))
+    save_file(search_tensors(1), str(parameters))
     api = FakeHfApi()
     push_preset(SEARCHED, "me/my-search", safetensors_path=parameters, api=api)
     add_commit(cache, "me/my-search", COMMIT_2, api.commits[0])
     assert DADA("hf-hub:me/my-search").policy == SEARCHED
-    assert torch.equal(load_hub_parameters("me/my-search")["alpha"], torch.ones(4))
+    assert torch.equal(load_hub_parameters("me/my-search")["alpha"], search_tensors(1)["alpha"])
 
 
 @pytest.mark.parametrize("repo_id", ["no-namespace", "me/bad name", "me/x/y", "me/..", "", None])
@@ -329,3 +338,98 @@ def test_a_dada_search_result_pushes_with_its_settings_and_loads_back(cache, tmp
     assert DADA("hf-hub:me/tiny").policy == load_policy(str(tmp_path / "out" / "tiny.json"))
     parameters = load_hub_parameters("me/tiny")
     assert parameters["alpha"].shape == (105,) and parameters["magnitudes"].shape == (105, 2)
+
+
+# -- an unreachable Hub, without HF_HUB_OFFLINE: one request, then a clear error -----------------
+
+
+class DroppingServer:
+    """A local 'Hub' that reads each request line, records it and hangs up without answering."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.requests: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            with connection:
+                self.requests.append(connection.makefile("rb").readline().decode("latin-1").strip())
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def test_an_unreachable_hub_fails_after_one_request_and_says_how_to_work_offline(tmp_path):
+    add_commit(tmp_path / "hub", "org/cached", COMMIT_1, {"policy.json": policy_bytes(POLICY_2)})
+    server = DroppingServer()
+    env = {**hub_env(tmp_path), "HF_ENDPOINT": server.url}
+    del env["HF_HUB_OFFLINE"]
+    try:
+        commands = [["dada-transforms", "show", f"hf-hub:{repo}"] for repo in ("org/missing", "org/cached")]
+        processes = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+        (missing_out, missing_err), (cached_out, cached_err) = [p.communicate(timeout=300) for p in processes]
+    finally:
+        server.close()
+    assert processes[0].returncode == 2, missing_err
+    assert missing_err.startswith(f"dada-transforms: error: cannot reach the Hugging Face Hub at {server.url}")
+    assert "policy.json of Hub repository 'org/missing' is not cached" in missing_err
+    assert "then set HF_HUB_OFFLINE=1" in missing_err and "Traceback" not in missing_err
+    assert processes[1].returncode == 0, cached_err  # a cached preset still loads: huggingface_hub's own fallback
+    assert "second: 2 sub-policies" in cached_out
+    by_repo = {repo: [r for r in server.requests if f"/{repo}/" in r] for repo in ("org/missing", "org/cached")}
+    assert by_repo == {
+        "org/missing": ["HEAD /org/missing/resolve/main/policy.json HTTP/1.1"],  # one attempt, no retries
+        "org/cached": ["HEAD /org/cached/resolve/main/policy.json HTTP/1.1"],
+    }
+
+
+# -- parameters are checked against what dada-search saves -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.pop("alpha"), "missing ['alpha']"),
+        (lambda t: t.update(extra=torch.zeros(1)), "unexpected ['extra']"),
+        (lambda t: t.update(alpha=torch.zeros(104)), "tensor 'alpha' is torch.float32 [104], expected torch.float32 [105]"),
+        (lambda t: t.update(magnitudes=torch.zeros(105, 2, dtype=torch.float64)), "tensor 'magnitudes' is torch.float64 [105, 2], expected torch.float32"),
+        (lambda t: t.update(probabilities=torch.zeros(105, 2, dtype=torch.int32)), "tensor 'probabilities' is torch.int32"),
+        (lambda t: t["alpha"].__setitem__(3, float("nan")), "tensor 'alpha' has non-finite values"),
+        (lambda t: t["probabilities"].__setitem__((0, 1), 1.5), "tensor 'probabilities' has values outside [0, 1]"),
+    ],
+    ids=["missing", "unexpected", "shape", "dtype", "integer", "nan", "range"],
+)
+def test_hub_parameters_must_match_the_search_spec(cache, tmp_path, change, message):
+    tensors = search_tensors()
+    change(tensors)
+    add_commit(cache, "org/name", COMMIT_1, {"policy.json": policy_bytes(POLICY_1), "policy.safetensors": save(tensors)})
+    with pytest.raises(ValueError, match="invalid policy.safetensors in Hub repository 'org/name': ") as error:
+        load_hub_parameters("org/name")
+    assert message in str(error.value)
+    save_file(tensors, str(tmp_path / "p.safetensors"))
+    api = FakeHfApi()
+    with pytest.raises(ValueError, match="parameters file '.*p.safetensors': ") as error:
+        push_preset(POLICY_1, "me/p", safetensors_path=tmp_path / "p.safetensors", api=api)
+    assert message in str(error.value) and api.calls == []
+
+
+def test_hub_parameters_with_a_search_history_are_accepted(cache):
+    tensors = search_tensors()
+    epochs = 3
+    tensors.update({
+        "history.sub_policy_weights": torch.full((epochs, 105), 1 / 105),
+        "history.probabilities": torch.rand(epochs, 105, 2),
+        "history.magnitudes": torch.rand(epochs, 105, 2),
+    })
+    add_commit(cache, "org/name", COMMIT_1, {"policy.json": policy_bytes(POLICY_1), "policy.safetensors": save(tensors)})
+    assert load_hub_parameters("org/name")["history.magnitudes"].shape == (epochs, 105, 2)
+    del tensors["history.magnitudes"]
+    add_commit(cache, "org/other", COMMIT_1, {"policy.json": policy_bytes(POLICY_1), "policy.safetensors": save(tensors)})
+    with pytest.raises(ValueError, match=r"missing \['history.magnitudes'\]"):
+        load_hub_parameters("org/other")

@@ -90,7 +90,7 @@ def test_unrolled_hypergradient_matches_autograd_through_one_sgd_step(sampling, 
             parameter.zero_()  # c = 0: the estimate is then exactly the score-function term
     searcher = _searcher(
         _mlp(), augmentation, sampling=sampling, magnitude_grad=magnitude_grad, hypergradient_xi=with_xi,
-        lr=0.2, weight_decay=0.05,
+        lr=0.2, weight_decay=0.05, estimator="score-function",
     )
     train, val = _images(16, seed=0), _images(16, seed=1)
     searcher.step(*train, *val)  # fills the momentum buffers, which w' must include
@@ -106,6 +106,100 @@ def test_unrolled_hypergradient_matches_autograd_through_one_sgd_step(sampling, 
         # the finite difference (radius 0.01) agrees with autograd to ~1e-4 of the largest entry
         tolerance = 5e-4 * expected.abs().max().item() * factor
         torch.testing.assert_close(ours[name], expected * factor, rtol=1e-3, atol=tolerance, msg=name)
+
+
+def _objective_values(searcher, augmentation, sample, train, val) -> torch.Tensor:
+    """Per image ``F_i = -grad_w l_i(w) . grad_w' L_val(w')`` by autograd (what the finite difference estimates)."""
+    model = searcher.model
+    group = searcher.weight_optimizer.param_groups[0]
+    xi, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+    weights = {name: parameter.detach().clone().requires_grad_() for name, parameter in model.named_parameters()}
+    batch = augmentation.augment(train[0], sample, "straight-through")
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    inputs = ((batch.images.detach() - mean) / std).double()
+    losses = F.cross_entropy(functional_call(model, weights, inputs), train[1], reduction="none")
+    gradients = torch.autograd.grad(losses.mean(), list(weights.values()), retain_graph=True)
+    unrolled = {}
+    for (name, value), gradient, parameter in zip(weights.items(), gradients, model.parameters()):
+        buffer = searcher.weight_optimizer.state[parameter]["momentum_buffer"]
+        unrolled[name] = (value - xi * (gradient + weight_decay * value + momentum * buffer)).detach().requires_grad_()
+    val_inputs = ((val[0].double() / 255 - mean) / std).double()
+    val_loss = F.cross_entropy(functional_call(model, unrolled, val_inputs), val[1])
+    direction = torch.autograd.grad(val_loss, list(unrolled.values()))
+    values = []
+    for loss in losses:
+        per_image = torch.autograd.grad(loss, list(weights.values()), retain_graph=True)
+        values.append(-sum((g * v).sum() for g, v in zip(per_image, direction)))
+    return torch.stack(values)
+
+
+def _relaxations(alpha, probabilities, discrete, temperature):
+    """The control variate's inputs for z and z~ (Grathwohl et al. 2018), written out per draw."""
+    theta = alpha.softmax(0)
+    chosen = discrete.sub_policy
+    z = theta.log() - (-discrete.categorical_u.log()).log()
+    log_v = discrete.categorical_v.log()
+    log_v_chosen = log_v.gather(1, chosen.unsqueeze(1))
+    z_tilde = -(-log_v / theta - log_v_chosen).log()
+    z_tilde = z_tilde.scatter(1, chosen.unsqueeze(1), -(-log_v_chosen).log())
+    logits = probabilities.log() - (1 - probabilities).log()
+    bits, u, v = discrete.bits, discrete.bernoulli_u, discrete.bernoulli_v
+    bernoulli_z = logits + u.log() - (1 - u).log()
+    u_prime = bits * (1 - probabilities + v * probabilities) + (1 - bits) * v * (1 - probabilities)
+    bernoulli_z_tilde = logits + u_prime.log() - (1 - u_prime).log()
+
+    def inputs(bernoulli, categorical):
+        parts = [(bernoulli / temperature).sigmoid(), (categorical / temperature).softmax(1).unsqueeze(2)]
+        return torch.cat(parts, 2).flatten(1)
+
+    return inputs(bernoulli_z, z), inputs(bernoulli_z_tilde, z_tilde)
+
+
+@pytest.mark.parametrize("estimator", ["relax", "baseline"])
+@pytest.mark.parametrize("sampling", ["per-sample", "per-batch"])
+def test_estimators_match_autograd_with_a_nonzero_control_variate_or_baseline(estimator, sampling):
+    augmentation = AugmentationParameters().double()
+    with torch.no_grad():
+        augmentation.alpha.copy_(torch.randn(105, generator=torch.Generator().manual_seed(3)))
+        augmentation.probabilities.uniform_(0.3, 0.95)
+        augmentation.magnitudes.uniform_(0.0, 1.0)
+    searcher = _searcher(_mlp(), augmentation, sampling=sampling, estimator=estimator, lr=0.2, weight_decay=0.05)
+    train, val = _images(16, seed=0), _images(16, seed=1)
+    searcher.step(*train, *val)  # momentum buffers; relax: trains phi
+    with torch.no_grad():
+        for parameter in augmentation.control_variate_parameters():
+            parameter.mul_(3.0)  # c of the order of F, so that a wrong control-variate term shows
+    sample = augmentation.sample(16, sampling == "per-sample", torch.Generator().manual_seed(4))
+    ours = searcher.architecture_gradients(*train, *val, sample)
+
+    values = _objective_values(searcher, augmentation, sample, train, val)
+    if sampling == "per-batch":
+        values = values.mean().view(1)
+    alpha, probabilities = augmentation.alpha, augmentation.probabilities
+    discrete = sample.discrete
+    if estimator == "relax":
+        relaxed, conditional = _relaxations(alpha, probabilities, discrete, augmentation.temperature)
+        control, control_conditional = augmentation.control_variate(relaxed), augmentation.control_variate(conditional)
+        assert control_conditional.abs().mean() > 0.5 * values.abs().mean()
+        log_probability = _log_probability(alpha, probabilities, discrete)
+        surrogate = ((values - control_conditional.detach()) * log_probability + control - control_conditional).mean()
+    else:
+        if sampling == "per-sample":  # the others' mean m, times m^2 / (m^2 + var(m)), var from the others
+            others = torch.stack([torch.cat((values[:index], values[index + 1 :])) for index in range(16)])
+            mean, variance_of_mean = others.mean(1), others.var(1) / 15
+            baseline = mean * mean**2 / (mean**2 + variance_of_mean)
+            assert baseline.abs().min() > 0
+        else:
+            baseline = torch.zeros(1, dtype=values.dtype)  # one draw: no baseline, the chosen bits only
+        chosen = discrete.sub_policy
+        bits = discrete.bits[torch.arange(discrete.count), chosen]
+        p = probabilities[chosen]
+        log_probability = alpha.log_softmax(0)[chosen] + (bits * p.log() + (1 - bits) * (1 - p).log()).sum(1)
+        surrogate = ((values - baseline) * log_probability).mean()
+    reference = torch.autograd.grad(surrogate, (alpha, probabilities))
+    for name, expected in zip(("alpha", "probabilities"), reference):
+        tolerance = 5e-4 * expected.abs().max().item()
+        torch.testing.assert_close(ours[name], expected, rtol=1e-3, atol=tolerance, msg=name)
 
 
 def test_finite_difference_uses_the_same_dropout_masks_at_w_plus_and_w_minus():
@@ -150,27 +244,32 @@ def test_finite_difference_runs_without_tf32_and_restores_the_setting():
     assert torch.backends.cudnn.conv.fp32_precision == before
 
 
-def test_autodiff_magnitude_gradient_of_brightness_is_the_image():
+@pytest.mark.parametrize("magnitude", [0.3, 0.0])  # 0: a magnitude at its boundary keeps its gradient
+def test_autodiff_magnitude_gradient_of_brightness_is_the_image(magnitude):
     augmentation = AugmentationParameters().double()
     index = SUB_POLICIES.index(("Brightness", "Sharpness"))
     with torch.no_grad():
         augmentation.alpha.fill_(-50).data[index] = 50
         augmentation.probabilities.data[index] = torch.tensor([1.0, 0.0])
-        augmentation.magnitudes.data[index, 0] = 0.3  # factor 0.64: nothing clips
+        augmentation.magnitudes.data[index, 0] = magnitude  # factor 0.64 or 0.1: nothing clips
     images, _ = _images(4, seed=2)
-    sample = augmentation.sample(4, per_sample=True, generator=torch.Generator().manual_seed(0))
+    sample = augmentation.sample(4, per_sample=True, generator=torch.Generator().manual_seed(1))
+    # p = 1 and 0 are drawn as 0.99 and 0.01 (boundaries are not absorbing): this seed applies Brightness alone
+    assert sample.per_image()[1].tolist() == [[True, False]] * 4
     batch = augmentation.augment(images, sample, "autodiff")
     (gradient,) = torch.autograd.grad(batch.images.sum(), augmentation.magnitudes)
     # Brightness: factor = 0.1 + 1.8 m, output = factor * x, so d sum / d m = 1.8 * sum(x)
     expected = 1.8 * images.double().sum() / 255
     torch.testing.assert_close(gradient[index, 0], expected, rtol=1e-5, atol=0)
     assert gradient.count_nonzero() == 1
-    exact = (images.double() * 0.64).floor() / 255  # values stay PIL's (truncated), within float rounding
+    exact = (images.double() * (0.1 + 1.8 * magnitude)).floor() / 255  # values stay PIL's (truncated), within float rounding
     torch.testing.assert_close(batch.images.detach().double(), exact, rtol=0, atol=1.01 / 255)
 
 
-@pytest.mark.parametrize("sampling", ["per-batch", "per-sample"])
-def test_probabilities_and_magnitudes_move_and_stay_in_the_unit_interval(sampling):
+@pytest.mark.parametrize(
+    "sampling, estimator", [("per-batch", "baseline"), ("per-sample", "baseline"), ("per-batch", "relax")]
+)
+def test_probabilities_and_magnitudes_move_and_stay_in_the_unit_interval(sampling, estimator):
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
@@ -178,7 +277,7 @@ def test_probabilities_and_magnitudes_move_and_stay_in_the_unit_interval(samplin
     )
     augmentation = AugmentationParameters()
     initial = {name: value.clone() for name, value in augmentation.tensors().items()}
-    searcher = _searcher(model, augmentation, sampling=sampling, cutout=4, lr=0.1)
+    searcher = _searcher(model, augmentation, sampling=sampling, cutout=4, lr=0.1, estimator=estimator)
     train, val = _images(16, seed=0), _images(16, seed=1)
     for _ in range(4):
         stats = searcher.step(*train, *val)
@@ -188,7 +287,10 @@ def test_probabilities_and_magnitudes_move_and_stay_in_the_unit_interval(samplin
         assert moved.max() > 1e-3, name
     assert (augmentation.probabilities.min() >= 0) and (augmentation.probabilities.max() <= 1)
     assert (augmentation.magnitudes.min() >= 0) and (augmentation.magnitudes.max() <= 1)
-    assert not torch.equal(augmentation.tensors()["control_variate.layers.0.weight"], initial["control_variate.layers.0.weight"])
+    phi_moved = not torch.equal(
+        augmentation.tensors()["control_variate.layers.0.weight"], initial["control_variate.layers.0.weight"]
+    )
+    assert phi_moved == (estimator == "relax")  # only RELAX trains its control variate
 
 
 def test_first_order_leaves_the_augmentation_alone_and_virtual_steps_keep_batchnorm_statistics():

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+import dada_transforms.hub as hub
 import dada_transforms.search.checkpoint as checkpoint_module
 from dada_transforms import DADA, Policy
 from dada_transforms.search.cli import main
@@ -23,6 +23,15 @@ from dada_transforms.search.settings import SearchInputError
 
 TINY = ["--model", "wrn-10-1", "--image-size", "16", "--cutout", "8", "--batch-size", "4", "--device", "cpu"]
 TINY_API = {"model": "wrn-10-1", "image_size": 16, "cutout": 8, "batch_size": 4, "device": "cpu", "progress": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, which only contend on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +51,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     executable = shutil.which("dada-search")
     command = [executable] if executable else [sys.executable, "-m", "dada_transforms.search.cli"]
     return subprocess.run(
-        [*command, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+        [*command, *args], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )
 
 
@@ -107,9 +117,9 @@ def test_cli_search_writes_a_loadable_preset(image_tree, tmp_path) -> None:
 
 def test_resume_reproduces_an_uninterrupted_search(image_tree, tmp_path, monkeypatch) -> None:
     pushed = []
-    fake_hub = types.ModuleType("dada_transforms.hub")
-    fake_hub.push_preset = lambda path, repo_id, safetensors_path: pushed.append((path, repo_id, safetensors_path))
-    monkeypatch.setitem(sys.modules, "dada_transforms.hub", fake_hub)
+    monkeypatch.setattr(
+        hub, "push_preset", lambda path, repo_id, safetensors_path: pushed.append((path, repo_id, safetensors_path))
+    )
     straight = search(
         "imagefolder", name="run", output=tmp_path / "straight", data_dir=image_tree, epochs=2,
         push_to_hub="org/run", **TINY_API,
@@ -160,7 +170,8 @@ def test_missing_dataset_says_which_folder_to_fill(tmp_path) -> None:
         (["--dataset", "cifar10", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
         (["--dataset", "cifar10", "--model", "resnet5O"], "error: unknown model 'resnet5O' (did you mean 'resnet50'"),
         (["--dataset", "cifar10", "--name", "a/b"], "error: preset name must be letters"),
-        (["--dataset", "cifar10", "--push-to-hub", "nope"], "push_to_hub must be a Hub repository id 'org/name', got 'nope'"),
+        (["--dataset", "cifar10", "--push-to-hub", "nope"], "error: --push-to-hub: a Hub repository id must look like 'org/name'"),
+        (["--dataset", "cifar10", "--push-to-hub", "a--b/c"], "got 'a--b/c'"),
     ],
 )
 def test_bad_arguments_give_clear_errors(args, message, tmp_path, capsys) -> None:

@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 from dada_transforms.search.batches import crop_and_flip
-from dada_transforms.search.checkpoint import SearchState, load_checkpoint, save_checkpoint
 from dada_transforms.search.data import load_search_images, reduced_imagenet_classes, split_halves
 from dada_transforms.search.models import build_model
 from dada_transforms.search.settings import SearchInputError, resolve_settings
@@ -168,21 +167,29 @@ def test_bad_settings_are_named(options, message) -> None:
         resolve_settings("mnist")
 
 
-def test_checkpoint_round_trip_keeps_optimizer_states(tmp_path) -> None:
-    model = torch.nn.Linear(3, 2)
-    optimizer = torch.optim.Adam(model.parameters(), betas=(0.5, 0.999))
-    model(torch.ones(4, 3)).sum().backward()
-    optimizer.step()
-    settings = resolve_settings("cifar10", epochs=3)
-    state = SearchState(2, settings, model.state_dict(), {"alpha": torch.arange(3.0)}, {"adam": optimizer.state_dict()}, [{"epoch": 1}])
-    save_checkpoint(tmp_path / "run", state)
-    save_checkpoint(tmp_path / "run", state)
-    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["checkpoint.json", "epoch-0002.safetensors"]
-    loaded = load_checkpoint(tmp_path / "run")
-    assert loaded.epoch == 2 and loaded.settings == settings and loaded.history == [{"epoch": 1}]
-    assert torch.equal(loaded.model["weight"], model.weight) and torch.equal(loaded.augmentation["alpha"], torch.arange(3.0))
-    restored = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
-    restored.load_state_dict(loaded.step["adam"])
-    assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
-    assert restored.state_dict()["param_groups"][0]["betas"] == [0.5, 0.999]
-    assert load_checkpoint(tmp_path / "none") is None
+def test_unreadable_images_are_named_or_skipped(image_tree) -> None:
+    bad = image_tree / "class1" / "2.png"
+    bad.write_bytes(b"\x89PNG truncated")
+    with pytest.raises(SearchInputError, match=rf"cannot read image '{bad}' \(not an image format that Pillow reads\)"):
+        load_search_images("imagefolder", image_tree, image_size=16)
+    data = load_search_images("imagefolder", image_tree, image_size=16, bad_images="skip")
+    assert data.skipped == (str(bad),) and len(data) == 11
+    assert data.labels.tolist() == [0] * 4 + [1] * 3 + [2] * 4
+    bad.unlink()
+    without = load_search_images("imagefolder", image_tree, image_size=16)  # skipping = leaving the file out
+    assert torch.equal(data.images, without.images) and torch.equal(data.labels, without.labels)
+    with pytest.raises(SearchInputError, match="bad_images must be one of fail, skip, got 'ignore'"):
+        load_search_images("imagefolder", image_tree, bad_images="ignore")
+
+
+def test_image_folder_class_problems_are_named(image_tree) -> None:
+    (image_tree / "empty").mkdir()
+    with pytest.raises(SearchInputError, match=rf"class folder 'empty' in '{image_tree}' holds no images \(files ending in .jpg"):
+        load_search_images("imagefolder", image_tree, image_size=16)
+    (image_tree / "empty").rmdir()
+    for extra in ("1.png", "2.png", "3.png"):
+        (image_tree / "class2" / extra).unlink()
+    with pytest.raises(SearchInputError, match="class folder 'class2' in .* holds fewer than 2 images"):
+        load_search_images("imagefolder", image_tree, image_size=16)
+    with pytest.raises(SearchInputError, match="no class folders in"):
+        load_search_images("imagefolder", image_tree / "class2", image_size=16)

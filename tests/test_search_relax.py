@@ -1,4 +1,4 @@
-"""RELAX: unbiased against exact gradients by enumeration, and the control variate lowers its variance."""
+"""The gradient estimators: unbiased against exact gradients by enumeration, their variances, the boundaries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import torch
 
 from dada_transforms.ops import OPERATION_NAMES
 from dada_transforms.search import SUB_POLICIES
-from dada_transforms.search.relax import ControlVariate, draw, relax_gradients
+from dada_transforms.search.relax import (
+    ControlVariate,
+    baseline_gradients,
+    draw,
+    leave_one_out,
+    relax_gradients,
+    score_function_gradients,
+)
+from dada_transforms.search.settings import ESTIMATORS
 
 TEMPERATURE = 0.5
 
@@ -39,12 +47,21 @@ def _values(table, sample):
     return table[sample.sub_policy, bits[:, 0], bits[:, 1]]
 
 
-def _estimates(table, alpha, probabilities, control_variate, chunks: int, chunk: int, seed: int):
+def _estimate(estimator, values, alpha, probabilities, sample, control_variate):
+    """One estimate from ``values`` of D draws; the baseline estimator uses the leave-one-out mean."""
+    if estimator == "relax":
+        return relax_gradients(values, alpha, probabilities, sample, control_variate, TEMPERATURE)
+    if estimator == "score-function":
+        return score_function_gradients(values, alpha, probabilities, sample)
+    return baseline_gradients(values, leave_one_out(values), alpha, probabilities, sample)
+
+
+def _estimates(table, alpha, probabilities, control_variate, chunks: int, chunk: int, seed: int, estimator="relax"):
     generator = torch.Generator().manual_seed(seed)
     alphas, probs = [], []
     for _ in range(chunks):
         sample = draw(alpha, probabilities, chunk, generator)
-        result = relax_gradients(_values(table, sample), alpha, probabilities, sample, control_variate, TEMPERATURE)
+        result = _estimate(estimator, _values(table, sample), alpha, probabilities, sample, control_variate)
         alphas.append(result.alpha)
         probs.append(result.probabilities)
     return torch.stack(alphas), torch.stack(probs)
@@ -60,13 +77,17 @@ def _strong_control_variate(seed: int) -> ControlVariate:
     return control_variate
 
 
-@pytest.mark.parametrize("control_seed", [0, 1])
-def test_relax_is_unbiased_for_categorical_and_bernoulli_parts(control_seed):
+@pytest.mark.parametrize(
+    "estimator, control_seed", [("relax", 0), ("relax", 1), ("score-function", 0), ("baseline", 0)]
+)
+def test_estimators_are_unbiased_for_categorical_and_bernoulli_parts(estimator, control_seed):
     table, alpha, probabilities = _problem()
     exact_alpha, exact_probabilities = _exact_gradients(table, alpha, probabilities)
     control_variate = _strong_control_variate(control_seed)
     chunks = 80
-    alphas, probs = _estimates(table, alpha, probabilities, control_variate, chunks, 500, seed=10 + control_seed)
+    alphas, probs = _estimates(
+        table, alpha, probabilities, control_variate, chunks, 500, seed=10 + control_seed, estimator=estimator
+    )
     for estimates, exact in ((alphas, exact_alpha), (probs, exact_probabilities)):
         mean = estimates.mean(0)
         standard_error = estimates.std(0) / chunks**0.5
@@ -94,6 +115,73 @@ def test_trained_control_variate_lowers_the_variance():
     assert variance(after) < 0.7 * variance(before)
 
 
+def _total_variance(estimates) -> float:
+    return sum(part.var(0).sum().item() for part in estimates)
+
+
+@pytest.mark.parametrize("draws", [1, 8])
+def test_default_estimator_has_less_variance_than_no_control_variate(draws):
+    table, alpha, probabilities = _problem(seed=3)
+    with torch.no_grad():
+        table += 3.0  # a mean far from 0, as the search's objective often has: what a baseline removes
+    generator = torch.Generator().manual_seed(7)
+    default, plain = [], []
+    for _ in range(400):
+        sample = draw(alpha, probabilities, draws, generator)
+        values = _values(table, sample)
+        baselines = leave_one_out(values) if draws > 1 else torch.zeros(1, dtype=values.dtype)  # as the step does
+        default.append(baseline_gradients(values, baselines, alpha, probabilities, sample))
+        plain.append(score_function_gradients(values, alpha, probabilities, sample))
+    assert ESTIMATORS[0] == "baseline"  # the default
+
+    def variance(results):
+        return _total_variance((torch.stack([r.alpha for r in results]), torch.stack([r.probabilities for r in results])))
+
+    assert variance(default) < 0.5 * variance(plain)
+
+
+@pytest.mark.parametrize("inward", [True, False])
+def test_a_probability_at_a_boundary_comes_back_when_the_gradient_says_so(inward):
+    """With the default estimator, p starts at 0 (first bits) and 1 (second bits), clamped to [0, 1] after each step.
+
+    f is negative everywhere, so an estimate that never draws the rare branch
+    (a clamp to a tiny eps) would read -f(b) * d log P(b) and push p further out.
+    """
+    estimator = ESTIMATORS[0]
+    sign = -1.0 if inward else 1.0
+    bits = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    table = -2.0 + sign * (bits.view(2, 1) - bits.view(1, 2)).expand(3, 2, 2)  # f = -2 + s (b1 - b2)
+    alpha = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    probabilities = torch.tensor([[0.0, 1.0]] * 3, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(0)
+    control_variate = ControlVariate(9).double()
+    optimizer = torch.optim.Adam([probabilities], lr=0.02, betas=(0.5, 0.999))
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        sample = draw(alpha, probabilities, 4, generator)
+        result = _estimate(estimator, _values(table, sample), alpha, probabilities, sample, control_variate)
+        probabilities.grad = result.probabilities
+        optimizer.step()
+        with torch.no_grad():
+            probabilities.clamp_(0, 1)
+    if inward:  # d E[f] / d p = s * (+1, -1) per category: minimising moves p back inside
+        assert probabilities[:, 0].min() > 0.3 and probabilities[:, 1].max() < 0.7, probabilities
+    else:
+        assert probabilities[:, 0].max() < 0.05 and probabilities[:, 1].min() > 0.95, probabilities
+
+
+@pytest.mark.parametrize("estimator", ["baseline", "score-function"])
+def test_at_a_boundary_the_estimate_is_the_gradient_at_the_clamped_probability(estimator):
+    table, alpha, _ = _problem()
+    stored = torch.tensor([[0.0, 1.0], [0.55, 0.0], [1.0, 0.4]], dtype=torch.float64, requires_grad=True)
+    drawn = stored.detach().clamp(0.01, 0.99).requires_grad_()
+    exact_alpha, exact_probabilities = _exact_gradients(table, alpha, drawn)
+    alphas, probs = _estimates(table, alpha, stored, None, 80, 500, seed=3, estimator=estimator)
+    for estimates, exact in ((alphas, exact_alpha), (probs, exact_probabilities)):
+        standard_error = estimates.std(0) / 80**0.5
+        assert torch.all((estimates.mean(0) - exact).abs() < 4.5 * standard_error + 1e-3), (estimates.mean(0), exact)
+
+
 def test_draw_frequencies_follow_the_parameters():
     alpha = torch.tensor([1.0, 0.0, -1.0])
     probabilities = torch.tensor([[0.2, 0.9], [0.5, 0.5], [0.7, 0.1]])
@@ -119,3 +207,7 @@ def test_bad_inputs_raise_value_errors():
     sample = draw(alpha, probabilities, 4)
     with pytest.raises(ValueError, match="one value per draw"):
         relax_gradients(torch.zeros(3), alpha, probabilities, sample, ControlVariate(9), TEMPERATURE)
+    with pytest.raises(ValueError, match="one baseline per draw"):
+        baseline_gradients(torch.zeros(4), torch.zeros(1), alpha, probabilities, sample)
+    with pytest.raises(ValueError, match="at least 2"):
+        leave_one_out(torch.zeros(1))

@@ -56,12 +56,13 @@ def _matches_one(result: torch.Tensor, references: list[Image.Image]) -> bool:
 @pytest.mark.parametrize("size", [(37, 26), (64, 64), (5, 90)])
 def test_uint8_tensors_give_pils_bytes(op, mode, size, make_image):
     image = make_image(*size, mode, seed=3)
-    tensor = TF.pil_to_tensor(image)
+    pair = TF.pil_to_tensor(image).expand(2, -1, -1, -1)  # a batch: the tensor kernels (one image would go to PIL)
     for magnitude in (0.0, 0.17, 0.5, 0.74, 0.93, 1.0):
         transform = DADA([[(op, 1.0, magnitude)]])
         for seed in range(3):
             torch.manual_seed(seed)
-            assert _matches_one(transform(tensor), _pil_reference(op, image, magnitude)), f"{op} m={magnitude}"
+            for result in transform(pair):
+                assert _matches_one(result, _pil_reference(op, image, magnitude)), f"{op} m={magnitude}"
 
 
 def test_bilinear_geometry_agrees_up_to_resampling(make_image):
@@ -189,3 +190,163 @@ def test_cuda_batch_matches_cpu_and_stays_on_device(make_image):
     assert on_gpu.device.type == "cuda"
     assert (on_gpu.cpu().int() - on_cpu.int()).abs().gt(2).float().mean() < 0.01
     assert transform(batch.cuda()).device.type == "cuda"
+
+
+# ---------------------------------------------------------------- mixed batches, every dtype
+
+FILL, CUTOUT = (200, 30, 90), (10, 250, 128)
+# every operation in each slot, at varied magnitudes: a batch of 120 draws all 15 kinds in both
+EVERY_KIND = [
+    [(OPERATION_NAMES[i], 1.0, (0.1 + 0.37 * i) % 1), (OPERATION_NAMES[(i + 7) % 15], 0.8, (0.9 - 0.23 * i) % 1)]
+    for i in range(15)
+]
+FLOATS = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+def _pil_apply(image: Image.Image, op: str, argument: float, center: tuple[float, float]) -> Image.Image:
+    """PIL's own call for one drawn operation (the method's definitions, restated)."""
+    w, h = image.size
+    def affine(coefficients):
+        return image.transform(image.size, Image.Transform.AFFINE, coefficients, NEAREST, fillcolor=FILL)
+
+    if op == "Cutout":
+        side = round(argument * w)
+        if side <= 0:
+            return image
+        x0, y0 = int(max(0.0, center[0] * w - side / 2)), int(max(0.0, center[1] * h - side / 2))
+        image = image.copy()
+        image.paste(CUTOUT, (x0, y0, min(w, x0 + side), min(h, y0 + side)))
+        return image
+    return {
+        "ShearX": lambda: affine((1, argument, 0, 0, 1, 0)),
+        "ShearY": lambda: affine((1, 0, 0, argument, 1, 0)),
+        "TranslateX": lambda: affine((1, 0, argument * w, 0, 1, 0)),
+        "TranslateY": lambda: affine((1, 0, 0, 0, 1, argument * h)),
+        "Rotate": lambda: image.rotate(argument, fillcolor=FILL),
+        "AutoContrast": lambda: ImageOps.autocontrast(image),
+        "Invert": lambda: ImageOps.invert(image),
+        "Equalize": lambda: ImageOps.equalize(image),
+        "Solarize": lambda: ImageOps.solarize(image, argument),
+        "Posterize": lambda: ImageOps.posterize(image, max(1, int(argument))),
+        "Contrast": lambda: ImageEnhance.Contrast(image).enhance(argument),
+        "Color": lambda: ImageEnhance.Color(image).enhance(argument),
+        "Brightness": lambda: ImageEnhance.Brightness(image).enhance(argument),
+        "Sharpness": lambda: ImageEnhance.Sharpness(image).enhance(argument),
+    }[op]()
+
+
+def _pil_results(images: torch.Tensor, drawn) -> torch.Tensor:
+    """Each uint8 image of the batch through PIL with its own drawn operations."""
+    results = []
+    for row, tensor in enumerate(images):
+        image = TF.to_pil_image(tensor)
+        for slot in range(drawn.operations.shape[1]):
+            if drawn.applied[row, slot]:
+                op = OPERATION_NAMES[int(drawn.operations[row, slot])]
+                center = tuple(drawn.cutout_centers[row, slot].tolist())
+                image = _pil_apply(image, op, float(drawn.arguments[row, slot]), center)
+        results.append(TF.pil_to_tensor(image))
+    return torch.stack(results)
+
+
+def _row(drawn, row: int):
+    return type(drawn)(**{name: value[row : row + 1] for name, value in vars(drawn).items()})
+
+
+def _photos(count: int, make_image, size=(23, 19)) -> torch.Tensor:
+    return torch.stack([TF.pil_to_tensor(make_image(*size, seed=seed)) for seed in range(count)])
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, *FLOATS])
+def test_mixed_batch_matches_single_images_and_pil(dtype, make_image):
+    transform = DADA(EVERY_KIND, fill=FILL, cutout_fill=CUTOUT, generator=torch.Generator().manual_seed(5))
+    uint8 = _photos(120, make_image)
+    drawn = transform.draw_params(len(uint8))
+    applied = {(slot, int(op)) for slot in range(2) for op, used in zip(drawn.operations[:, slot], drawn.applied[:, slot]) if used}
+    assert applied == {(slot, op) for slot in range(2) for op in range(15)}
+    images = uint8 if dtype == torch.uint8 else uint8.to(dtype) / 255
+    batched = transform.apply_batch(images, drawn)
+    assert batched.dtype == dtype and batched.shape == images.shape
+    expected = _pil_results(uint8, drawn)
+    for row in range(len(images)):
+        single = transform.apply_batch(images[row : row + 1], _row(drawn, row))
+        assert torch.equal(batched[row : row + 1], single), f"image {row}: batched != unbatched"
+        if dtype == torch.uint8:
+            assert torch.equal(batched[row], expected[row]), f"image {row}: not PIL's bytes"
+        else:  # float arithmetic differs from PIL's 8-bit truncations by a level here and there (bfloat16: two)
+            levels = (batched[row].double() * 255 - expected[row].double()).abs()
+            tolerance = 4.5 if dtype == torch.bfloat16 else 2.5
+            assert levels.gt(tolerance).double().mean() < 0.03, f"image {row} ({dtype}) differs from PIL"
+
+
+@pytest.mark.parametrize("strategy_input", ["uint8", "float32", "bfloat16"])
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic"])
+def test_fixed_shapes_and_grouped_strategies_agree(strategy_input, interpolation, make_image):
+    from dada_transforms.batch import apply_operations
+    from dada_transforms.functional_tensor import TensorOptions
+
+    uint8 = _photos(48, make_image, (21, 17))
+    images = uint8 if strategy_input == "uint8" else (uint8 / 255).to(getattr(torch, strategy_input))
+    for policy in (EVERY_KIND, "svhn"):
+        transform = DADA(policy, interpolation=interpolation, fill=FILL, cutout_fill=CUTOUT)
+        drawn = transform.draw_params(len(images))
+        options = TensorOptions(FILL, CUTOUT, interpolation, drawn.cutout_centers[:, 0])
+        fixed, grouped = (
+            apply_operations(images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options,
+                             fixed_shapes=fixed_shapes)
+            for fixed_shapes in (True, False)
+        )
+        assert torch.equal(fixed, grouped)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_bilinear_and_bicubic_batches_match_single_images_and_pil(interpolation, make_image):
+    transform = DADA(EVERY_KIND, interpolation=interpolation, fill=FILL, cutout_fill=CUTOUT)
+    uint8 = _photos(60, make_image, (40, 32))
+    drawn = transform.draw_params(len(uint8))
+    for images in (uint8, uint8 / 255):
+        batched = transform.apply_batch(images, drawn)
+        for row in range(0, len(images), 7):
+            assert torch.equal(batched[row : row + 1], transform.apply_batch(images[row : row + 1], _row(drawn, row)))
+    resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[interpolation]
+    for op in sorted(GEOMETRIC):
+        for magnitude in (0.05, 0.8):
+            one = DADA([[(op, 1.0, magnitude)]], interpolation=interpolation, fill=FILL)
+            drawn = one.draw_params(1)
+            argument = float(drawn.arguments[0, 0])
+            image = TF.to_pil_image(uint8[0])
+            w, h = image.size
+            expected = {
+                "ShearX": (1, argument, 0, 0, 1, 0), "ShearY": (1, 0, 0, argument, 1, 0),
+                "TranslateX": (1, 0, argument * w, 0, 1, 0), "TranslateY": (1, 0, 0, 0, 1, argument * h),
+            }
+            reference = (
+                image.rotate(argument, resample, fillcolor=FILL) if op == "Rotate"
+                else image.transform(image.size, Image.Transform.AFFINE, expected[op], resample, fillcolor=FILL)
+            )
+            result = one.apply_batch(uint8[:1], drawn)[0].int()
+            assert (result - TF.pil_to_tensor(reference).int()).abs().float().mean() < 3, (op, magnitude)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16])
+def test_cuda_mixed_batch_matches_cpu_image_by_image(dtype, make_image):
+    transform = DADA(EVERY_KIND, fill=FILL, cutout_fill=CUTOUT)
+    uint8 = _photos(120, make_image)
+    images = uint8 if dtype == torch.uint8 else uint8.to(dtype) / 255
+    drawn = transform.draw_params(len(images))
+    on_cpu = transform.apply_batch(images, drawn)
+    on_gpu = transform.apply_batch(images.cuda(), drawn.to(torch.device("cuda")))
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype == dtype
+    scale = 1 if dtype == torch.uint8 else 255
+    for row, (gpu, cpu) in enumerate(zip(on_gpu.cpu(), on_cpu)):
+        levels = (gpu.double() - cpu.double()).abs() * scale
+        assert levels.gt(1.5).double().mean() <= 0.005, f"image {row} differs between CUDA and CPU"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_generator_makes_runs_repeatable(make_image):
+    batch = _photos(64, make_image).cuda()
+    runs = [DADA("imagenet", generator=torch.Generator("cuda").manual_seed(seed))(batch) for seed in (3, 3, 4)]
+    assert all(run.device.type == "cuda" for run in runs)
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])

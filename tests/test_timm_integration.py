@@ -85,6 +85,8 @@ def test_magnitude_noise_suffix_is_in_timm_levels():
         ("dada-imagenet-mstd0.5-mstd1", "'mstd'"),
         ("dada-", "'dada-'"),
         ("dada-imagenet-mstdinf", "'mstdinf'"),
+        ("dada-~nosuchuser/x.json", "no such user"),
+        ("dada-" + "a" * 300 + ".json", "a" * 300),
     ],
 )
 def test_bad_configs_raise_naming_the_problem(config, named):

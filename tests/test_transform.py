@@ -86,5 +86,7 @@ def test_bad_settings_are_clear_errors(kwargs, message):
 
 
 def test_wrong_input_type():
-    with pytest.raises(TypeError, match="expects a PIL image or a torch.Tensor, got list"):
+    with pytest.raises(TypeError, match="expects a PIL image or a torch.Tensor, alone or in a sample .*; got int"):
         DADA("cifar10")([1, 2, 3])
+    with pytest.raises(TypeError, match="got str"):
+        DADA("cifar10")("photo.jpg")

@@ -1,0 +1,7 @@
+"""``python -m dada_transforms.search``: the same as ``dada-search``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
