@@ -222,14 +222,25 @@ def load_hub_parameters(repo_spec: str) -> dict[str, torch.Tensor] | None:
     except MissingHubFileError:
         return None
     try:
+        _check_parameters_size(os.path.getsize(path), PARAMETERS_FILE)
         return check_parameters(load_file(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(f"invalid {PARAMETERS_FILE} in {_describe(repo_id, revision)}: {error}") from None
 
 
+MAX_PARAMETERS_FILE_BYTES = 64 * 1024 * 1024
+"""The largest parameters file read (a search result with its history is well under 1 MiB)."""
+
+
+def _check_parameters_size(size: int, name: str) -> None:
+    if size > MAX_PARAMETERS_FILE_BYTES:
+        raise ValueError(f"parameters file {name} is {size} bytes, above the limit of {MAX_PARAMETERS_FILE_BYTES}")
+
+
 def _read_parameters(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a safetensors file, after checking that safetensors reads them as a dada-search result."""
     try:
+        _check_parameters_size(expand_user(path).stat().st_size, repr(str(path)))
         data = expand_user(path).read_bytes()
     except OSError as error:
         raise ValueError(f"cannot read parameters file {str(path)!r}: {error.strerror or error}") from None

@@ -433,3 +433,21 @@ def test_hub_parameters_with_a_search_history_are_accepted(cache):
     add_commit(cache, "org/other", COMMIT_1, {"policy.json": policy_bytes(POLICY_1), "policy.safetensors": save(tensors)})
     with pytest.raises(ValueError, match=r"missing \['history.magnitudes'\]"):
         load_hub_parameters("org/other")
+
+
+def test_parameters_files_above_the_size_limit_are_refused_before_reading(cache, tmp_path, monkeypatch):
+    from dada_transforms import hub
+
+    data = save(search_tensors())
+    add_commit(cache, "org/name", COMMIT_1, {"policy.json": policy_bytes(POLICY_1), "policy.safetensors": data})
+    local = tmp_path / "p.safetensors"
+    local.write_bytes(data)
+    monkeypatch.setattr(hub, "MAX_PARAMETERS_FILE_BYTES", len(data) - 1)
+    with pytest.raises(ValueError, match=f"is {len(data)} bytes, above the limit of {len(data) - 1}"):
+        load_hub_parameters("org/name")
+    api = FakeHfApi()
+    with pytest.raises(ValueError, match=f"parameters file '.*p.safetensors' is {len(data)} bytes"):
+        push_preset(POLICY_1, "me/p", safetensors_path=local, api=api)
+    assert api.calls == []
+    monkeypatch.setattr(hub, "MAX_PARAMETERS_FILE_BYTES", len(data))
+    assert load_hub_parameters("org/name").keys() == search_tensors().keys()
