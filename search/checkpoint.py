@@ -35,6 +35,7 @@ from safetensors.torch import load, save
 
 from dada_transforms.atomic import write_bytes_atomic, write_text_atomic
 
+from .export import HISTORY_SHAPES
 from .fingerprint import fingerprint_differences
 from .settings import SearchInputError, SearchSettings
 
@@ -218,6 +219,10 @@ def _check_history(history: Any, epoch: int) -> None:
             values = value if isinstance(value, list) else [value]
             if not all(_is_number(item) for item in values):
                 raise _Invalid(f"history entry {number}'s {key!r} must be finite numbers, got {value!r:.80}")
+            if key in HISTORY_SHAPES and (not isinstance(value, list) or len(value) != math.prod(HISTORY_SHAPES[key])):
+                raise _Invalid(
+                    f"history entry {number}'s {key!r} must be a list of {math.prod(HISTORY_SHAPES[key])} numbers"
+                )
 
 
 def _check_data(data: Any) -> None:

@@ -287,6 +287,10 @@ CORRUPTIONS = {
     "epoch 999": (_with("epoch", 999), "'epoch' must be an integer in [1, 2] (the search's epochs), got 999"),
     "history not a list": (_with("history", {"epoch": 1}), "'history' must be a list of 1 entries"),
     "nan in history": (_with("history", [{"epoch": 1, "loss": None}]), "history entry 1's 'loss' must be finite numbers"),
+    "short history snapshot": (
+        _with("history", [{"epoch": 1, "loss": 0.5, "magnitudes": [0.5] * 209}]),
+        "history entry 1's 'magnitudes' must be a list of 210 numbers",
+    ),
     "setting of another type": (
         lambda output: _set_index(output, {**_index(output), "settings": {**_index(output)["settings"], "epochs": 2.0}}),
         "setting 'epochs' is 2.0, not a int",
