@@ -143,14 +143,16 @@ def _apply_slot_grouped(
     geometric = [index for index in range(len(OPERATION_NAMES)) if index in _GEOMETRIC and counts[index + 1]]
     if geometric:
         selected = torch.cat([runs[index] for index in geometric])
-        coefficients = _geometric_coefficients(operations[selected], arguments[selected], geometric, *images.shape[-2:])
+        coefficients = _geometric_coefficients(
+            operations.index_select(0, selected), arguments.index_select(0, selected), geometric, *images.shape[-2:]
+        )
         positions.append(selected)
         pieces.append(affine(images.index_select(0, selected), coefficients, options))
     for index, kernel in enumerate(_KERNELS):
         if index in _GEOMETRIC or not counts[index + 1]:
             continue
         selected = runs[index]
-        group_options = options._replace(cutout_centers=options.cutout_centers[selected])
+        group_options = options._replace(cutout_centers=options.cutout_centers.index_select(0, selected))
         positions.append(selected)
-        pieces.append(kernel(images.index_select(0, selected), arguments[selected], group_options))
+        pieces.append(kernel(images.index_select(0, selected), arguments.index_select(0, selected), group_options))
     return torch.cat(pieces).index_select(0, torch.argsort(torch.cat(positions)))

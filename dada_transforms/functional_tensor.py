@@ -69,27 +69,35 @@ def _quantized(kernel):
 # ---------------------------------------------------------------- geometric
 
 
-def _nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Source column and row of every output pixel, exactly as PIL's nearest affine computes them.
+def _nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The source pixel of every output pixel, exactly as PIL's nearest affine computes it, as ``[N, H, W]``
+    indices into the image padded with a border of one pixel (which every source outside maps to).
 
     PIL uses 16.16 fixed point (``affine_fixed``) unless the matrix has no shear or rotation
-    terms, where it uses doubles (``ImagingScaleAffine``); both are reproduced here.
+    terms, where it uses doubles (``ImagingScaleAffine``); both are reproduced here. Each
+    fixed-point coordinate is a per-column term plus a per-row term (a double coordinate is
+    one of them, shifted into 16.16), so only their sum has the full size.
     """
     device = coefficients.device
     a, b, c, d, e, f = (value.view(-1, 1, 1) for value in coefficients.to(torch.float64).unbind(1))
     integer = torch.int32 if max(height, width) < 16384 else torch.int64  # as PIL, 16.16 fits 32 bits
     xs = torch.arange(width, device=device, dtype=integer).view(1, 1, width)
     ys = torch.arange(height, device=device, dtype=integer).view(1, height, 1)
-
-    def fixed(value: torch.Tensor) -> torch.Tensor:
-        return (value * 65536.0 + 0.5).floor().clamp_(-(2**31), 2**31 - 1).to(integer)
-
-    column = (fixed(c + a * 0.5 + b * 0.5) + ys * fixed(b) + xs * fixed(a)) >> 16
-    row = (fixed(f + d * 0.5 + e * 0.5) + ys * fixed(e) + xs * fixed(d)) >> 16
+    fixed = (
+        torch.cat((c + a * 0.5 + b * 0.5, a, b, f + d * 0.5 + e * 0.5, d, e), 1)
+        .mul_(65536.0).add_(0.5).floor_().clamp_(-(2**31), 2**31 - 1).to(integer)
+    )
+    column_start, column_x, column_y, row_start, row_x, row_y = fixed.split(1, 1)
     scale_only = (b == 0) & (d == 0)
-    column = select(scale_only, (c + a * 0.5 + xs * a).floor().clamp_(-1, width).to(integer), column)
-    row = select(scale_only, (f + e * 0.5 + ys * e).floor().clamp_(-1, height).to(integer), row)
-    return column, row
+    column_scaled = (c + a * 0.5 + xs * a).floor().clamp_(-1, width).to(integer) << 16
+    row_scaled = (f + e * 0.5 + ys * e).floor().clamp_(-1, height).to(integer) << 16
+    column = torch.where(scale_only, column_scaled, column_start + xs * column_x) + torch.where(
+        scale_only, 0, ys * column_y
+    )
+    row = torch.where(scale_only, 0, xs * row_x) + torch.where(scale_only, row_scaled, row_start + ys * row_y)
+    column = (column >> 16).clamp_(-1, width)
+    row = (row >> 16).clamp_(-1, height)
+    return row.mul_(width + 2).add_(column).add_(width + 3)
 
 
 def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOptions) -> torch.Tensor:
@@ -101,13 +109,10 @@ def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOpti
     n, channels, height, width = images.shape
     fill = _fill_tensor(options.fill, images)
     if options.interpolation == "nearest":
-        column, row = _nearest_sources(coefficients.to(images.device), height, width)
-        inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
-        pixels = height * width  # uncovered pixels read one more "pixel", the fill, appended to each image
-        index = torch.where(inside, row * width + column, pixels).long().view(n, 1, pixels)
-        fill = fill.to(images.dtype).view(1, channels, 1).expand(n, channels, 1)
-        padded = torch.cat((images.reshape(n, channels, pixels), fill), 2)
-        return padded.gather(2, index.expand(n, channels, pixels)).view_as(images)
+        index = _nearest_sources(coefficients.to(images.device), height, width).long().view(n, 1, height * width)
+        padded = fill.to(images.dtype).expand(n, channels, height + 2, width + 2).clone()  # uncovered: the fill
+        padded[..., 1:-1, 1:-1] = images
+        return padded.view(n, channels, -1).gather(2, index.expand(n, channels, height * width)).view_as(images)
     coefficients = coefficients.to(device=images.device, dtype=torch.float32).view(n, 6, 1, 1)
     a, b, c, d, e, f = coefficients.unbind(1)
     xs = torch.arange(width, device=images.device, dtype=torch.float32).add_(0.5).view(1, 1, width)
@@ -126,7 +131,7 @@ def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOpti
 
 
 def _affine_rows(*columns: torch.Tensor) -> torch.Tensor:
-    return torch.stack([column.to(torch.float64) for column in columns], dim=1)
+    return torch.stack(columns, dim=1).to(torch.float64)
 
 
 def shear_x_coefficients(shears: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -292,7 +297,10 @@ def equalize_levels(levels: torch.Tensor, images: torch.Tensor, _: torch.Tensor)
 def solarize_levels(levels: torch.Tensor, images: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """PIL's ``ImageOps.solarize``: invert every level >= threshold (on 0..256)."""
     thresholds = thresholds.to(device=levels.device, dtype=torch.float64).view(-1, 1, 1)
-    return torch.where(levels >= thresholds, 255 - levels, levels)  # compared in float64, as PIL's Python
+    inverted = levels >= thresholds  # compared in float64, as PIL's Python
+    if levels.dtype == torch.uint8:  # 255 - level is level ^ 255: a mask product, cheaper than where
+        return levels ^ inverted.to(torch.uint8).mul_(255)
+    return torch.where(inverted, 255 - levels, levels)
 
 
 def posterize_levels(levels: torch.Tensor, images: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
@@ -365,6 +373,6 @@ def cutout(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions
     y0 = (centers[:, 1].view(-1, 1, 1) * height - side / 2).clamp(min=0).floor()
     xs = torch.arange(width, device=device, dtype=torch.float64).view(1, 1, width)
     ys = torch.arange(height, device=device, dtype=torch.float64).view(1, height, 1)
-    inside = (xs >= x0) & (xs < x0 + side) & (ys >= y0) & (ys < y0 + side)
+    inside = ((xs >= x0) & (xs < x0 + side)) & ((ys >= y0) & (ys < y0 + side))  # one full-size pass
     fill = _fill_tensor(options.cutout_fill, images).to(images.dtype)
     return select(inside.unsqueeze(1), fill, images)
