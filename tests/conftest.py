@@ -11,6 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import random
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -45,3 +46,17 @@ def photo() -> Image.Image:
 def make_image():
     """The ``make_photo(width, height, mode, seed)`` factory, for tests that need several images."""
     return make_photo
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory):
+    """A tiny ImageFolder for searches: 3 classes x 8 images of 20x24 px (12 search-train and
+    12 search-val images, 3 steps of 4 per epoch)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.RandomState(0)
+    for label in range(3):
+        (root / f"class{label}").mkdir()
+        for index in range(8):
+            pixels = (rng.rand(20, 24, 3) * 120 + 60 * label).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"class{label}" / f"{index}.png")
+    return root

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -20,19 +19,6 @@ from dada_transforms.search.loop import search
 
 TINY_API = {"model": "wrn-10-1", "image_size": 16, "cutout": 8, "batch_size": 4, "device": "cpu", "progress": False}
 HISTORY_KEYS = ("history.sub_policy_weights", "history.probabilities", "history.magnitudes")
-
-
-@pytest.fixture(scope="module")
-def image_tree(tmp_path_factory):
-    """3 classes x 8 images: 12 search-train and 12 search-val images, 3 steps of 4 per epoch."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.RandomState(0)
-    for label in range(3):
-        (root / f"class{label}").mkdir()
-        for index in range(8):
-            pixels = (rng.rand(20, 24, 3) * 120 + 60 * label).astype(np.uint8)
-            Image.fromarray(pixels).save(root / f"class{label}" / f"{index}.png")
-    return root
 
 
 @pytest.fixture(scope="module")

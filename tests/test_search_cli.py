@@ -8,10 +8,8 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 
 import dada_transforms.hub as hub
@@ -23,28 +21,6 @@ from dada_transforms.search.settings import SearchInputError
 
 TINY = ["--model", "wrn-10-1", "--image-size", "16", "--cutout", "8", "--batch-size", "4", "--device", "cpu"]
 TINY_API = {"model": "wrn-10-1", "image_size": 16, "cutout": 8, "batch_size": 4, "device": "cpu", "progress": False}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, which only contend on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def image_tree(tmp_path_factory):
-    """3 classes x 8 images of 20x24 px: 12 search-train and 12 search-val images, 3 steps of 4."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.RandomState(0)
-    for label in range(3):
-        (root / f"class{label}").mkdir()
-        for index in range(8):
-            pixels = (rng.rand(20, 24, 3) * 120 + 60 * label).astype(np.uint8)
-            Image.fromarray(pixels).save(root / f"class{label}" / f"{index}.png")
-    return root
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

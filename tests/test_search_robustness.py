@@ -47,15 +47,6 @@ def make_tree(root: Path, classes: int = 3, per_class: int = 8, seed: int = 0) -
     return root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, which only contend on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
     return make_tree(tmp_path_factory.mktemp("tree") / "images")
