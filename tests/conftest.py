@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 
 # One CPU thread, here and in every process the tests start (set before torch loads): the
 # tests' tensors are tiny, and on a 2-core machine OpenMP's spinning threads made them up
@@ -60,3 +62,38 @@ def image_tree(tmp_path_factory):
             pixels = (rng.rand(20, 24, 3) * 120 + 60 * label).astype(np.uint8)
             Image.fromarray(pixels).save(root / f"class{label}" / f"{index}.png")
     return root
+
+
+@pytest.fixture
+def tiny_image_folder(tmp_path, make_image) -> Path:
+    """An ImageFolder tree in timm's layout: train/ (8 per class) and validation/ (2 per class), cat and dog."""
+    root = tmp_path / "data"
+    for split, per_class in (("train", 8), ("validation", 2)):
+        for label, name in enumerate(("cat", "dog")):
+            (root / split / name).mkdir(parents=True)
+            for index in range(per_class):
+                seed = 1000 * label + index + (500 if split == "validation" else 0)
+                make_image(36 + index, 40, seed=seed).save(root / split / name / f"{index}.png")
+    return root
+
+
+@contextlib.contextmanager
+def _stopping_after_a_checkpoint():
+    import dada_transforms.search.checkpoint as checkpoint_module
+
+    real_save = checkpoint_module.save_checkpoint
+
+    def save_then_stop(directory, state):
+        real_save(directory, state)
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoint_module, "save_checkpoint", save_then_stop)
+        yield
+
+
+@pytest.fixture(scope="session")
+def stopping_after_a_checkpoint():
+    """A context manager: inside it, a search is interrupted (KeyboardInterrupt) right after it
+    saves its first checkpoint, as by Ctrl-C at that moment."""
+    return _stopping_after_a_checkpoint

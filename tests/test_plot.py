@@ -13,7 +13,6 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import dada_transforms.search.checkpoint as checkpoint_module
 from dada_transforms.cli import main
 from dada_transforms.search.loop import search
 
@@ -49,18 +48,10 @@ def test_a_search_records_its_parameters_after_every_epoch(searched) -> None:
     assert (magnitudes[0] != magnitudes[-1]).any()  # one snapshot per epoch, not three copies of the end
 
 
-def test_the_history_survives_an_interrupted_and_resumed_search(image_tree, tmp_path, monkeypatch) -> None:
+def test_the_history_survives_an_interrupted_and_resumed_search(image_tree, tmp_path, stopping_after_a_checkpoint) -> None:
     straight = search("imagefolder", name="run", output=tmp_path / "straight", data_dir=image_tree, epochs=2, **TINY_API)
-    real_save = checkpoint_module.save_checkpoint
-
-    def save_then_stop(directory, state):
-        real_save(directory, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
+    with stopping_after_a_checkpoint(), pytest.raises(KeyboardInterrupt):
         search("imagefolder", name="run", output=tmp_path / "resumed", data_dir=image_tree, epochs=2, **TINY_API)
-    monkeypatch.setattr(checkpoint_module, "save_checkpoint", real_save)
     resumed = search("imagefolder", name="run", output=tmp_path / "resumed", data_dir=image_tree, epochs=2, resume=True, **TINY_API)
     for key in HISTORY_KEYS:
         assert resumed.parameters[key].shape[0] == 2

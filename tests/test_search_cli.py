@@ -13,7 +13,6 @@ import torch
 from safetensors import safe_open
 
 import dada_transforms.hub as hub
-import dada_transforms.search.checkpoint as checkpoint_module
 from dada_transforms import DADA, Policy
 from dada_transforms.search.cli import main
 from dada_transforms.search.loop import search
@@ -91,7 +90,7 @@ def test_cli_search_writes_a_loadable_preset(image_tree, tmp_path) -> None:
     assert loaded.stdout.split() == ["10", "10", "10"], loaded.stderr
 
 
-def test_resume_reproduces_an_uninterrupted_search(image_tree, tmp_path, monkeypatch) -> None:
+def test_resume_reproduces_an_uninterrupted_search(image_tree, tmp_path, monkeypatch, stopping_after_a_checkpoint) -> None:
     pushed = []
     monkeypatch.setattr(
         hub, "push_preset", lambda path, repo_id, safetensors_path: pushed.append((path, repo_id, safetensors_path))
@@ -102,16 +101,8 @@ def test_resume_reproduces_an_uninterrupted_search(image_tree, tmp_path, monkeyp
     )
     assert pushed == [(straight.paths.policy, "org/run", straight.paths.parameters)]
 
-    real_save = checkpoint_module.save_checkpoint
-
-    def save_then_stop(directory, state):
-        real_save(directory, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
+    with stopping_after_a_checkpoint(), pytest.raises(KeyboardInterrupt):
         search("imagefolder", name="run", output=tmp_path / "resumed", data_dir=image_tree, epochs=2, **TINY_API)
-    monkeypatch.setattr(checkpoint_module, "save_checkpoint", real_save)
     assert json.loads((tmp_path / "resumed" / "run.checkpoint" / "checkpoint.json").read_text())["epoch"] == 1
     assert not (tmp_path / "resumed" / "run.json").exists()
 

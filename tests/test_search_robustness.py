@@ -73,17 +73,10 @@ def error_line(capsys) -> str:
 
 
 @pytest.fixture(scope="module")
-def interrupted(tree, tmp_path_factory) -> Path:
+def interrupted(tree, tmp_path_factory, stopping_after_a_checkpoint) -> Path:
     """An output folder holding the checkpoint of epoch 1 of a 2-epoch search that was interrupted."""
     output = tmp_path_factory.mktemp("interrupted")
-    real_save = checkpoint_module.save_checkpoint
-
-    def save_then_stop(directory, state):
-        real_save(directory, state)
-        raise KeyboardInterrupt
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(checkpoint_module, "save_checkpoint", save_then_stop)
+    with stopping_after_a_checkpoint():
         assert run_main(*args_for(tree, output)) == 130
     assert json.loads((output / "run.checkpoint" / "checkpoint.json").read_text())["epoch"] == 1
     return output

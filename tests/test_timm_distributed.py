@@ -158,18 +158,6 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 '''
 
 
-@pytest.fixture
-def tiny_image_folder(tmp_path, make_image) -> Path:
-    root = tmp_path / "data"
-    for split, per_class in (("train", 8), ("validation", 2)):
-        for label, name in enumerate(("cat", "dog")):
-            (root / split / name).mkdir(parents=True)
-            for index in range(per_class):
-                seed = 1000 * label + index + (500 if split == "validation" else 0)
-                make_image(36 + index, 40, seed=seed).save(root / split / name / f"{index}.png")
-    return root
-
-
 @needs_train_py
 def test_train_py_under_torchrun_two_cpu_processes_with_dada(tmp_path, tiny_image_folder):
     launcher = tmp_path / "cpu_ddp_launch.py"

@@ -103,18 +103,6 @@ needs_train_py = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def tiny_image_folder(tmp_path, make_image) -> Path:
-    root = tmp_path / "data"
-    for split, per_class in (("train", 8), ("validation", 2)):
-        for label, name in enumerate(("cat", "dog")):
-            (root / split / name).mkdir(parents=True)
-            for index in range(per_class):
-                seed = 1000 * label + index + (500 if split == "validation" else 0)
-                make_image(36 + index, 40, seed=seed).save(root / split / name / f"{index}.png")
-    return root
-
-
 def _train(tmp_path: Path, data: Path, *extra: str, switch: str | None = None) -> subprocess.CompletedProcess:
     arguments = [
         "--data-dir", str(data), "--model", "test_resnet", "--num-classes", "2", "--img-size", "32",
