@@ -1,4 +1,4 @@
-"""Applying drawn operations to CPU uint8 images with PIL's kernels, one image at a time.
+"""CPU uint8 image tensors through PIL's kernels: when to, and the conversions without copies.
 
 With nearest resampling the tensor kernels reproduce PIL's bytes exactly, so on the CPU
 the batched application may hand each image to PIL instead: the same drawn parameters
@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
-
-from .fill import fill_for_channels
-from .functional_pil import PilOptions
-from .ops import OPERATION_NAMES, OPERATIONS
 
 PIL_MIN_BATCH_PIXELS = 96 * 96
 """From this image size (height x width) up, CPU uint8 batches go through PIL (measured
@@ -33,36 +29,6 @@ def prefers_pil(images: torch.Tensor, interpolation: str) -> bool:
         and (images.shape[0] == 1 or images.shape[-2] * images.shape[-1] >= PIL_MIN_BATCH_PIXELS)
         and not torch.compiler.is_compiling()
     )
-
-
-def apply_with_pil(
-    images: torch.Tensor,
-    operations: torch.Tensor,
-    applied: torch.Tensor,
-    arguments: torch.Tensor,
-    cutout_centers: torch.Tensor,
-    fill: tuple[int, int, int] | None,
-    cutout_fill: tuple[int, int, int],
-) -> torch.Tensor:
-    """The batch ``[N, C, H, W]`` (CPU uint8, C in {1, 3}) with each image's drawn operations
-    applied by PIL's kernels; same arguments and result as the batched tensor application."""
-    channels = images.shape[-3]
-    pil_fill = None if fill is None else fill_for_channels(fill, channels)
-    pil_cutout_fill = fill_for_channels(cutout_fill, channels)
-    rows = zip(operations.tolist(), applied.tolist(), arguments.tolist(), cutout_centers.tolist())
-    planes = images.contiguous()
-    result = planes.clone()
-    for index, (row_operations, row_applied, row_arguments, row_centers) in enumerate(rows):
-        image = None
-        for operation, used, argument, center in zip(row_operations, row_applied, row_arguments, row_centers):
-            if used and operation >= 0:
-                if image is None:
-                    image = pil_image_of(planes[index])
-                options = PilOptions(pil_fill, pil_cutout_fill, Image.Resampling.NEAREST, tuple(center))
-                image = OPERATIONS[OPERATION_NAMES[operation]].pil(image, argument, options)
-        if image is not None:
-            result[index] = planes_of(image)
-    return result
 
 
 def pil_image_of(planes: torch.Tensor) -> Image.Image:

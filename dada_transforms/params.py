@@ -130,3 +130,17 @@ def draw_one(
         center = 1 + 2 * slots + 2 * slot
         chosen.append((spec, argument, (uniform[center], uniform[center + 1])))
     return chosen
+
+
+def applied_operations(drawn: DrawnParams) -> list[list[tuple[OperationSpec, float, tuple[float, float]]]]:
+    """Per image, the operations ``drawn`` applies, in order, with signed arguments and Cutout
+    centres, as :func:`draw_one` gives them (read back to the host)."""
+    rows = zip(drawn.operations.tolist(), drawn.applied.tolist(), drawn.arguments.tolist(), drawn.cutout_centers.tolist())
+    return [
+        [
+            (OPERATIONS[OPERATION_NAMES[index]], argument, (center[0], center[1]))
+            for index, used, argument, center in zip(*row)
+            if used and index >= 0
+        ]
+        for row in rows
+    ]

@@ -17,12 +17,12 @@ from torchvision.transforms import v2
 
 from . import params as random_params
 from .batch import apply_operations, compiled_apply_operations
-from .batch_pil import apply_with_pil, pil_image_of, planes_of, prefers_pil
+from .batch_pil import pil_image_of, planes_of, prefers_pil
 from .fill import CUTOUT_FILL, fill_for_channels, normalize_fill
 from .functional_pil import PilOptions
 from .functional_tensor import TensorOptions
 from .geometry import drawn_affine_matrices
-from .ops import OPERATION_NAMES, OPERATIONS, OperationSpec
+from .ops import OperationSpec
 from .policy import Policy
 from .presets import load_policy
 from .targets import TARGET_TYPES, move_target
@@ -224,7 +224,7 @@ class DADA(v2.Transform):
             )}
         drawn = self.draw_params(count, tensors[0].device)
         needs_operations = has_targets or len(tensors) < len(pictures)
-        return {"drawn": drawn, "operations": _applied_operations(drawn) if needs_operations else None}
+        return {"drawn": drawn, "operations": random_params.applied_operations(drawn)[0] if needs_operations else None}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, Image.Image):
@@ -343,10 +343,11 @@ class DADA(v2.Transform):
         faster (one image, or large images: :func:`~dada_transforms.batch_pil.prefers_pil`);
         the bytes are the same either way."""
         if not self._compile and prefers_pil(images, self.interpolation):
-            return apply_with_pil(
-                images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers,
-                self.fill, self.cutout_fill,
-            )
+            result = images.contiguous().clone()
+            for index, operations in enumerate(random_params.applied_operations(drawn)):
+                if operations:
+                    result[index] = planes_of(self._apply_pil(pil_image_of(images[index]), operations))
+            return result
         kinds = self._table(torch.device("cpu")).kinds_per_slot
         options = TensorOptions(self.fill, self.cutout_fill, self.interpolation, drawn.cutout_centers[:, 0])
         apply = compiled_apply_operations() if self._compile else apply_operations
@@ -387,17 +388,6 @@ class DADA(v2.Transform):
 def _is_picture(item: Any) -> bool:
     """A PIL image, image tensor or video (not a box, mask or keypoint set)."""
     return isinstance(item, Image.Image) or (isinstance(item, torch.Tensor) and not isinstance(item, TARGET_TYPES))
-
-
-def _applied_operations(drawn: random_params.DrawnParams) -> Operations:
-    """The operations the first row of ``drawn`` applies, in order, as ``params.draw_one`` returns them."""
-    operations, applied = drawn.operations[0].tolist(), drawn.applied[0].tolist()
-    arguments, centers = drawn.arguments[0].tolist(), drawn.cutout_centers[0].tolist()
-    return [
-        (OPERATIONS[OPERATION_NAMES[index]], argument, (center[0], center[1]))
-        for index, used, argument, center in zip(operations, applied, arguments, centers)
-        if used and index >= 0
-    ]
 
 
 def _repeated(drawn: random_params.DrawnParams, times: int) -> random_params.DrawnParams:
