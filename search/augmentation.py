@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -13,6 +13,7 @@ from dada_transforms.functional_tensor import TensorOptions
 from dada_transforms.ops import OPERATION_NAMES, OPERATIONS
 from dada_transforms.policy import Policy
 
+from .distributed import SINGLE, Processes
 from .relax import ControlVariate, DiscreteDraw, draw
 from .space import (
     OPERATION_LOWS,
@@ -99,11 +100,24 @@ class AugmentationParameters(torch.nn.Module):
 
     # -- drawing and augmenting -------------------------------------------------
 
-    def sample(self, count: int, per_sample: bool, generator: torch.Generator | None = None) -> AugmentationDraw:
-        """Draw the augmentation of ``count`` images: one sub-policy draw for all, or one per image."""
-        discrete = draw(self.alpha, self.probabilities, count if per_sample else 1, generator)
-        device = self.alpha.device
-        uniform = torch.rand(count, 6, generator=generator, device=device)
+    def sample(
+        self, count: int, per_sample: bool, generator: torch.Generator | None = None, processes: Processes = SINGLE
+    ) -> AugmentationDraw:
+        """Draw the augmentation of ``count`` images: one sub-policy draw for all, or one per image.
+
+        Under data parallelism ``count`` is this process's share of the global
+        batch: the whole batch's draws come from ``generator`` (the same stream
+        on every process), one sub-policy draw per process (per batch) or per
+        image (per sample), and each process keeps its own part. A process's
+        draws are thus independent of the others', and an image's per-sample
+        draw does not depend on how many processes share the batch.
+        """
+        total = count * processes.world_size
+        discrete = draw(self.alpha, self.probabilities, total if per_sample else processes.world_size, generator)
+        uniform = torch.rand(total, 6, generator=generator, device=self.alpha.device)
+        if processes.distributed:
+            discrete = DiscreteDraw(*(processes.shard(getattr(discrete, field.name)) for field in fields(DiscreteDraw)))
+            uniform = processes.shard(uniform)
         signs = torch.where(uniform[:, :2] < 0.5, -1.0, 1.0)
         return AugmentationDraw(discrete, signs, uniform[:, 2:].reshape(count, 2, 2))
 

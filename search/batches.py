@@ -11,21 +11,29 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .distributed import SINGLE, Processes
 
-def crop_and_flip(images: torch.Tensor, padding: int, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
+
+def crop_and_flip(
+    images: torch.Tensor, padding: int, generator: torch.Generator, flip: bool = True, processes: Processes = SINGLE
+) -> torch.Tensor:
     """RandomCrop(size, padding) then RandomHorizontalFlip(0.5) (unless ``flip`` is False), each image its own draw.
 
     Args:
         images: ``[N, C, H, W]`` on the generator's device (any dtype; uint8 here).
         padding: zero padding on every side before the crop.
         generator: the random source (on ``images.device``).
+        processes: under data parallelism, ``images`` is this process's share of
+            the global batch: the draws are made for the whole batch from
+            ``generator`` and this process keeps its part.
     """
     count, channels, height, width = images.shape
     device = images.device
     padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
-    top = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
-    left = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
-    flipped = torch.randint(0, 2, (count, 1), generator=generator, device=device).bool() & flip
+    total = count * processes.world_size
+    top = processes.shard(torch.randint(0, 2 * padding + 1, (total, 1), generator=generator, device=device))
+    left = processes.shard(torch.randint(0, 2 * padding + 1, (total, 1), generator=generator, device=device))
+    flipped = processes.shard(torch.randint(0, 2, (total, 1), generator=generator, device=device).bool() & flip)
     columns = torch.arange(width, device=device)
     rows = top + torch.arange(height, device=device)
     columns = left + torch.where(flipped, width - 1 - columns, columns)

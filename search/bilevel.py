@@ -13,6 +13,15 @@ The unrolled (DARTS-style) update, with ``xi`` the current learning rate:
 5. Adam on (alpha, p, m) (and on phi, minimising the mean squared RELAX estimate, with ``"relax"``);
 6. SGD on w with the augmented batch (gradient clipped).
 
+Data-parallel (``processes``, under torchrun): each process holds its equal
+share of every batch; w trains through ``DistributedDataParallel`` (its
+gradient, hence ``w'``, is the global batch's), ``v`` and the gradients of
+(alpha, p, m) and phi are averaged over the processes with collectives, the
+leave-one-out baselines see every process's values, and every random draw is
+made for the whole batch from the shared generator, each process keeping its
+part (see :meth:`AugmentationParameters.sample`). The parameters stay
+bit-identical on every process.
+
 ``w'``, ``w+`` and ``w-`` are evaluated with ``torch.func.functional_call`` on the
 same module; BatchNorm running statistics are updated on scratch copies in those
 evaluations, so only the real forward pass at ``w`` (step 6) updates the model's.
@@ -31,6 +40,7 @@ from torch.func import functional_call
 
 from .augmentation import MAGNITUDE_GRADIENTS, AugmentationDraw, AugmentationParameters, AugmentedBatch
 from .batches import color_jitter, draw_color_jitter, draw_lighting, lighting
+from .distributed import SINGLE, Processes, average_, gather
 from .relax import GradientEstimate, baseline_gradients, leave_one_out, relax_gradients, score_function_gradients
 from .settings import ESTIMATORS
 
@@ -100,7 +110,10 @@ class BilevelSearchStep:
             ColorJitter (0 = off; the published ImageNet search: 0.1).
         unrolled: False skips the hypergradient (first-order): the augmentation
             parameters then get no gradient at all and stay where they are.
-        generator: RNG for the augmentation draws (on the model's device).
+        generator: RNG for the augmentation draws (on the model's device); under
+            data parallelism, seeded alike on every process.
+        processes: the processes sharing each batch (:data:`SINGLE` outside
+            torchrun; else the default process group must be initialised).
     """
 
     def __init__(
@@ -125,6 +138,7 @@ class BilevelSearchStep:
         lighting: float = 0.0,
         unrolled: bool = True,
         generator: torch.Generator | None = None,
+        processes: Processes = SINGLE,
     ) -> None:
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -152,6 +166,13 @@ class BilevelSearchStep:
         self.lighting = _positive(lighting, "lighting", allow_zero=True)
         self.unrolled = bool(unrolled)
         self.generator = generator
+        self.processes = processes
+        self._trained_model = model
+        if processes.distributed:
+            on_cuda = next(model.parameters()).device.type == "cuda"
+            self._trained_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[torch.cuda.current_device()] if on_cuda else None
+            )
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.weight_optimizer = torch.optim.SGD(
@@ -179,14 +200,14 @@ class BilevelSearchStep:
         """One full DADA step on uint8 batches ``[N, C, H, W]`` (already cropped and flipped)."""
         sample, inputs = self._prepare(train_images, train_labels, val_images, val_labels)
         trainable = self._trainable()
-        logits = self.model(inputs.detach())
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        logits = self._trained_model(inputs.detach())
         loss = F.cross_entropy(logits, train_labels)
-        weight_gradients = torch.autograd.grad(loss, [parameter for _, parameter in trainable])
+        loss.backward()  # under DistributedDataParallel: the gradient averaged over the processes
+        weight_gradients = [parameter.grad for _, parameter in trainable]
         if self.unrolled:
             gradients = self._hypergradients(inputs, train_labels, val_images, val_labels, weight_gradients, sample)
             self._architecture_step(gradients)
-        for (_, parameter), gradient in zip(trainable, weight_gradients):
-            parameter.grad = gradient
         torch.nn.utils.clip_grad_norm_([parameter for _, parameter in trainable], self.grad_clip)
         self.weight_optimizer.step()
         self.weight_optimizer.zero_grad(set_to_none=True)
@@ -224,7 +245,9 @@ class BilevelSearchStep:
             raise ValueError(f"generator is on {self.generator.device}, the images on {train_images.device}")
         self.model.train()
         if sample is None:
-            sample = self.augmentation.sample(train_images.shape[0], self.sampling == "per-sample", self.generator)
+            sample = self.augmentation.sample(
+                train_images.shape[0], self.sampling == "per-sample", self.generator, self.processes
+            )
         return sample, self._model_inputs(self.augmentation.augment(train_images, sample, self.magnitude_grad))
 
     def _trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -241,6 +264,7 @@ class BilevelSearchStep:
         unrolled = self._unrolled_weights(trainable, weight_gradients, xi, group["momentum"], group["weight_decay"])
         val_logits = functional_call(self.model, {**dict(zip(names, unrolled)), **buffers}, self._normalized(val_images))
         direction = torch.autograd.grad(F.cross_entropy(val_logits, val_labels), unrolled)
+        average_(self.processes, list(direction))
         epsilon = _FINITE_DIFFERENCE_RADIUS / torch.linalg.vector_norm(
             torch.stack(torch._foreach_norm(direction))
         ).clamp_min(1e-12)
@@ -280,12 +304,18 @@ class BilevelSearchStep:
             )
         if self.estimator == "score-function":
             return score_function_gradients(values, alpha, probabilities, discrete)
-        # one draw (per-batch): no baseline; earlier batches' values measured worse than none (docs/search-algorithm.md)
-        baselines = leave_one_out(values) if values.shape[0] > 1 else torch.zeros_like(values)
+        # every process's draws count (N processes: N draws per batch); one draw in all: no baseline, as
+        # earlier batches' values measured worse than none (docs/search-algorithm.md)
+        every_value = gather(self.processes, values)
+        baselines = leave_one_out(every_value) if every_value.shape[0] > 1 else torch.zeros_like(every_value)
+        baselines = self.processes.shard(baselines)
         return baseline_gradients(values, baselines, alpha, probabilities, discrete)
 
     def _architecture_step(self, gradients: dict[str, torch.Tensor]) -> None:
-        """Adam on (alpha, p, m) with the hypergradients and on phi with RELAX's variance loss."""
+        """Adam on (alpha, p, m) with the hypergradients and on phi with RELAX's variance loss.
+
+        Under data parallelism every gradient is first averaged over the processes (one collective).
+        """
         augmentation = self.augmentation
         if gradients["variance_loss"] is not None:
             control_parameters = augmentation.control_variate_parameters()
@@ -295,6 +325,8 @@ class BilevelSearchStep:
         augmentation.alpha.grad = gradients["alpha"]
         augmentation.probabilities.grad = gradients["probabilities"]
         augmentation.magnitudes.grad = gradients["magnitudes"]
+        parameters = augmentation.architecture_parameters() + augmentation.control_variate_parameters()
+        average_(self.processes, [parameter.grad for parameter in parameters if parameter.grad is not None])
         self.arch_optimizer.step()
         self.arch_optimizer.zero_grad(set_to_none=True)
         augmentation.clamp_()
@@ -320,11 +352,12 @@ class BilevelSearchStep:
     def _model_inputs(self, batch: AugmentedBatch) -> torch.Tensor:
         """ColorJitter and lighting if asked, normalise, Cutout (zero after normalisation, as DARTS/DADA do), straight-through."""
         images = batch.images
+        processes, total = self.processes, images.shape[0] * self.processes.world_size
         if self.color_jitter:
-            factors, order = draw_color_jitter(images.shape[0], self.color_jitter, self.generator, images.device)
-            images = color_jitter(images, factors, order)
+            factors, order = draw_color_jitter(total, self.color_jitter, self.generator, images.device)
+            images = color_jitter(images, processes.shard(factors), processes.shard(order))
         if self.lighting:
-            images = lighting(images, draw_lighting(images.shape[0], self.lighting, self.generator, images.device))
+            images = lighting(images, processes.shard(draw_lighting(total, self.lighting, self.generator, images.device)))
         inputs = self._normalized_float(images)
         if self.cutout:
             inputs = inputs * self._cutout_mask(inputs)
@@ -344,7 +377,8 @@ class BilevelSearchStep:
     def _cutout_mask(self, images: torch.Tensor) -> torch.Tensor:
         """``[N, 1, H, W]``: 0 inside a ``cutout`` square at a uniform pixel centre, clipped at the border."""
         count, _, height, width = images.shape
-        centres = torch.rand(count, 2, 1, generator=self.generator, device=images.device)
+        total = count * self.processes.world_size  # drawn for the whole batch, this process's part kept
+        centres = self.processes.shard(torch.rand(total, 2, 1, generator=self.generator, device=images.device))
         centre_y = (centres[:, 0] * height).floor()
         centre_x = (centres[:, 1] * width).floor()
         half = self.cutout // 2

@@ -36,12 +36,12 @@ from safetensors.torch import load, save
 from dada_transforms.atomic import write_bytes_atomic, write_text_atomic
 
 from .export import HISTORY_SHAPES
-from .fingerprint import fingerprint_differences
+from .fingerprint import FINGERPRINT_KEYS, fingerprint_differences
 from .settings import SearchInputError, SearchSettings
 
 FORMAT_NAME = "dada-search-checkpoint"
-FORMAT_VERSION = 2
-_INDEX = "checkpoint.json"
+FORMAT_VERSION = 3
+INDEX_FILE = "checkpoint.json"
 _MAX_INDEX_BYTES = 64 * 2**20
 _MAX_DEPTH = 32
 _KINDS = ("tensor", "dict", "pairs", "list", "value")
@@ -73,13 +73,13 @@ def _cannot_resume(directory: Path, why: object) -> SearchInputError:
 
 def has_checkpoint(directory: Path) -> bool:
     """Whether ``directory`` holds a checkpoint (valid or not)."""
-    return (Path(directory) / _INDEX).exists()
+    return (Path(directory) / INDEX_FILE).exists()
 
 
 def saved_epoch(directory: Path) -> int | None:
     """The completed epochs recorded in ``directory``'s checkpoint, or None when unreadable (for messages only)."""
     try:
-        epoch = json.loads((Path(directory) / _INDEX).read_text(encoding="utf-8")).get("epoch")
+        epoch = json.loads((Path(directory) / INDEX_FILE).read_text(encoding="utf-8")).get("epoch")
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
@@ -158,7 +158,7 @@ def save_checkpoint(directory: Path, state: SearchState) -> None:
     }
     try:
         write_bytes_atomic(directory / tensor_file, content)
-        write_text_atomic(directory / _INDEX, json.dumps(index, indent=1, allow_nan=False) + "\n")
+        write_text_atomic(directory / INDEX_FILE, json.dumps(index, indent=1, allow_nan=False) + "\n")
     except (OSError, SafetensorError) as error:
         before = state.epoch - 1
         kept = (
@@ -228,11 +228,11 @@ def _check_history(history: Any, epoch: int) -> None:
 def _check_data(data: Any) -> None:
     valid = (
         isinstance(data, dict)
-        and set(data) == {"classes", "images", "labels_sha256", "pixels_sha256", "split_sha256"}
+        and set(data) == set(FINGERPRINT_KEYS)
         and isinstance(data["classes"], list)
         and all(isinstance(name, str) for name in data["classes"])
         and _is_integer(data["images"])
-        and all(isinstance(data[key], str) for key in ("labels_sha256", "pixels_sha256", "split_sha256"))
+        and all(isinstance(data[key], str) for key in FINGERPRINT_KEYS if key.endswith("_sha256"))
     )
     if not valid:
         raise _Invalid("'data' must be a data fingerprint (classes, images and three SHA-256 hashes)")
@@ -245,27 +245,27 @@ def read_checkpoint(directory: Path, settings: SearchSettings) -> dict[str, Any]
         SearchInputError: when it was made with other settings, or is not a valid checkpoint of ``settings``.
     """
     directory = Path(directory)
-    path = directory / _INDEX
+    path = directory / INDEX_FILE
     if not path.exists():
         return None
     try:
         if not path.is_file():
-            raise _Invalid(f"{_INDEX} is not a file")
+            raise _Invalid(f"{INDEX_FILE} is not a file")
         if path.stat().st_size > _MAX_INDEX_BYTES:
-            raise _Invalid(f"{_INDEX} is larger than {_MAX_INDEX_BYTES // 2**20} MiB")
+            raise _Invalid(f"{INDEX_FILE} is larger than {_MAX_INDEX_BYTES // 2**20} MiB")
         try:
             index = json.loads(
                 path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys, parse_constant=_reject_constant
             )
         except RecursionError:
-            raise _Invalid(f"{_INDEX} is nested too deeply") from None
+            raise _Invalid(f"{INDEX_FILE} is nested too deeply") from None
         if not isinstance(index, dict):
-            raise _Invalid(f"{_INDEX} must hold a JSON object, got a {type(index).__name__}")
+            raise _Invalid(f"{INDEX_FILE} must hold a JSON object, got a {type(index).__name__}")
         if index.get("format") != FORMAT_NAME or not _is_integer(index.get("version")) or index["version"] != FORMAT_VERSION:
-            raise _Invalid(f"{_INDEX} is not a version-{FORMAT_VERSION} {FORMAT_NAME} file")
+            raise _Invalid(f"{INDEX_FILE} is not a version-{FORMAT_VERSION} {FORMAT_NAME} file")
         expected = {"format", "version", "epoch", "settings", "data", "history", "tensors", "tensors_sha256", "step"}
         if set(index) != expected:
-            raise _Invalid(f"{_INDEX} must have exactly the keys {sorted(expected)}")
+            raise _Invalid(f"{INDEX_FILE} must have exactly the keys {sorted(expected)}")
         _check_settings(directory, index["settings"], settings)
         epoch = index["epoch"]
         if not _is_integer(epoch) or not 1 <= epoch <= settings.epochs:
@@ -351,7 +351,7 @@ def restore_checkpoint(
             raise _Invalid(f"{index['tensors']} is missing or larger than this search's state ({limit:,} bytes)")
         content = path.read_bytes()
         if hashlib.sha256(content).hexdigest() != index["tensors_sha256"]:
-            raise _Invalid(f"{index['tensors']} does not match its SHA-256 in {_INDEX} (changed or damaged)")
+            raise _Invalid(f"{index['tensors']} does not match its SHA-256 in {INDEX_FILE} (changed or damaged)")
         tensors = load(content)
         for key, value in tensors.items():
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from dada_transforms import __version__
 from .output_files import OutputPaths, check_output, output_paths
 from .settings import (
     BAD_IMAGES,
+    DATA_PATHS,
     DATASETS,
     ESTIMATORS,
     MAGNITUDE_GRADIENTS,
@@ -26,6 +28,10 @@ Defaults of --model, --image-size, --batch-size, --lr, --weight-decay and --cuto
 follow the published settings of the dataset (cifar10 row for imagefolder).
 Example: dada-search --dataset reduced-cifar10 --download --name my-cifar10
 then DADA("my-cifar10") or timm's --aa dada-my-cifar10.
+
+On many GPUs or machines, run it under torchrun (one process per GPU); --batch-size
+is then the global batch, shared equally by the processes:
+  torchrun --nproc-per-node 8 -m dada_transforms.search --dataset reduced-imagenet ...
 """
 
 
@@ -43,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir", metavar="DIR", help="dataset folder (default ./data; the image tree for imagefolder)")
     data.add_argument("--download", action="store_true", help="download a torchvision dataset into --data-dir")
     data.add_argument("--bad-images", choices=BAD_IMAGES, default="fail", help="an unreadable image file stops the search with its name (fail, default) or is left out (skip)")
+    data.add_argument("--data-path", choices=DATA_PATHS, default="auto", help="images held in memory on the device (fastest), streamed from the files by DataLoader workers (bounded host memory; imagenet and imagefolder), or auto (default: stream when the decoded images would not fit comfortably in memory)")
+    data.add_argument("--workers", type=int, metavar="N", help="decoding processes per search process when streaming (default: the CPUs shared among the processes, at most 8)")
     data.add_argument("--image-size", type=int, metavar="N", help="side of the square images searched on (default 32; 224 for ImageNet)")
     model = parser.add_argument_group("training")
     model.add_argument("--model", metavar="NAME", help="wrn-DEPTH-WIDTH (e.g. wrn-40-2) or a timm model name (default per dataset)")
@@ -54,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--cutout", type=int, metavar="PX", help="Cutout side in pixels after the policy (default 16)")
     model.add_argument("--device", metavar="DEVICE", help="cuda, cuda:N or cpu (default cuda when available)")
     model.add_argument("--seed", type=int, metavar="N", default=0, help="random seed (default 0)")
+    model.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics of the global batch (SyncBatchNorm) instead of each process's share")
+    model.add_argument("--timeout", type=float, metavar="SECONDS", default=600.0, help="under torchrun: how long a collective waits for the other processes before the job fails (default 600)")
     policy = parser.add_argument_group("augmentation search")
     policy.add_argument("--arch-lr", type=float, metavar="LR", default=0.005, help="Adam learning rate of the policy parameters (default 0.005)")
     policy.add_argument("--temperature", type=float, metavar="TAU", default=0.5, help="relaxation temperature (default 0.5)")
@@ -81,14 +91,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     heavy modules are imported and before any data is loaded.
     """
     paths = None
+    rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"  # torchrun's process number
+    searching = False  # errors before the search are the same on every process: rank 0 reports them
     try:
         args = build_parser().parse_args(argv)
         settings_arguments = {
             name: getattr(args, name) for name in inspect.signature(resolve_settings).parameters if name != "dataset"
         }
         resolve_settings(args.dataset, **settings_arguments)
-        paths = _checked_output(args.output, args.name)
+        if rank == "0":  # only rank 0 writes the output
+            paths = _checked_output(args.output, args.name)
         from .loop import search
+
+        searching = True
 
         result = search(
             args.dataset,
@@ -98,19 +113,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir=args.data_dir,
             download=args.download,
             bad_images=args.bad_images,
+            data_path=args.data_path,
+            workers=args.workers,
             device=args.device,
+            timeout=args.timeout,
             resume=args.resume,
             overwrite=args.overwrite,
             push_to_hub=args.push_to_hub,
             progress=not args.no_progress,
         )
     except SearchInputError as error:
-        print(f"dada-search: error: {error}", file=sys.stderr)
+        own = searching and type(error).__name__ != "AgreedError"  # an AgreedError is raised on every process alike
+        if rank == "0" or own:
+            print(f"dada-search: error{f' (rank {rank})' if rank != '0' else ''}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"dada-search: interrupted{_resume_hint(paths)}", file=sys.stderr)
         return 130
-    print(result.paths.policy)
+    except RuntimeError as error:
+        from .distributed import lost_other_process
+
+        if not (searching and "WORLD_SIZE" in os.environ and lost_other_process(error)):
+            raise
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        print(
+            f"dada-search: stopped (rank {rank}): another process of this job failed or stalled (its own message "
+            f"says why); {reason}{_resume_hint(paths)}",
+            file=sys.stderr,
+        )
+        return 1
+    if rank == "0":
+        print(result.paths.policy)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The searched images: a dataset loaded once into a uint8 tensor, its reduced subset, its two halves.
+"""The searched images: listed as files or loaded into a uint8 tensor, their reduced subset, their two halves.
 
 Datasets (``--dataset``):
 
@@ -14,13 +14,23 @@ Datasets (``--dataset``):
 - ``imagefolder``: every image of a ``DIR/CLASS/IMAGE`` tree.
 
 Images that are not already ``image_size`` square (ImageNet, image folders)
-are resized (shorter side) and centre-cropped to it when loaded.
+are resized (shorter side) and centre-cropped to it when decoded.
+
+Two data paths (:func:`choose_data_path`): ``load_search_images`` decodes the
+whole dataset into memory (:class:`LabelledImages`); for the file-based
+datasets (:data:`FILE_DATASETS`), ``list_search_images`` only lists the files
+(:class:`ImageFiles`), which :mod:`.streaming` decodes batch by batch. Both list
+the same files with the same labels, and an image folder's normalisation
+statistics are the same numbers in both: those of an evenly spaced sample of at
+most :data:`STATISTICS_SAMPLE` listed files, computed exactly (integer pixel
+histograms), so that the order and batching of the decoding cannot change them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,11 +41,17 @@ import torchvision
 from PIL import Image
 from torchvision.transforms import v2
 
-from .settings import BAD_IMAGES, SearchInputError
+from .settings import BAD_IMAGES, DATA_PATHS, SearchInputError
 from .splits import reduced_class_subset, stratified_split
 
 REDUCED_SIZES = {"reduced-cifar10": 4000, "reduced-cifar100": 4000, "reduced-svhn": 1000, "reduced-imagenet": 50000}
 """Images drawn for each published reduced dataset (reduced-imagenet then keeps its 120 classes' share)."""
+
+FILE_DATASETS = ("imagenet", "reduced-imagenet", "imagefolder")
+"""The datasets read from image files, which can be streamed (torchvision reads the others into memory)."""
+
+STATISTICS_SAMPLE = 2000
+"""An image folder's mean and std are those of at most this many of its files, evenly spaced in listing order."""
 
 _STATISTICS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -44,6 +60,39 @@ _STATISTICS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 _DECODE_BATCH = 256
+_GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Image files (not decoded) and their labels, with the normalisation statistics of their dataset."""
+
+    paths: tuple[str, ...]
+    labels: torch.Tensor  # int64 [N]
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    classes: tuple[str, ...]  # class names, in label order
+    image_size: int  # decoded to uint8 [3, image_size, image_size]
+    skipped: tuple[str, ...] = ()  # unreadable files found while listing and left out (bad_images="skip")
+    root: str = ""  # the dataset's folder: the data fingerprint hashes the paths relative to it
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: np.ndarray | torch.Tensor | Sequence[int]) -> ImageFiles:
+        """The files at ``indices``, in that order."""
+        indices = torch.as_tensor(indices, dtype=torch.long).cpu()
+        return ImageFiles(
+            tuple(self.paths[index] for index in indices.tolist()),
+            self.labels[indices],
+            self.num_classes,
+            self.mean,
+            self.std,
+            self.classes,
+            self.image_size,
+            root=self.root,
+        )
 
 
 @dataclass(frozen=True)
@@ -57,6 +106,7 @@ class LabelledImages:
     std: tuple[float, float, float]
     classes: tuple[str, ...] = ()  # class names, in label order
     skipped: tuple[str, ...] = ()  # unreadable image files left out (bad_images="skip")
+    files: ImageFiles | None = None  # the files the rows were decoded from, row for row (None: torchvision's arrays)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -64,14 +114,21 @@ class LabelledImages:
     def subset(self, indices: np.ndarray | torch.Tensor) -> LabelledImages:
         """The images at ``indices``, in that order."""
         indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        files = None if self.files is None else self.files.subset(indices)
         return LabelledImages(
-            self.images[indices], self.labels[indices], self.num_classes, self.mean, self.std, self.classes
+            self.images[indices], self.labels[indices], self.num_classes, self.mean, self.std, self.classes, files=files
         )
 
     def to(self, device: torch.device) -> LabelledImages:
         """The same images and labels on ``device``."""
         return LabelledImages(
-            self.images.to(device), self.labels.to(device), self.num_classes, self.mean, self.std, self.classes
+            self.images.to(device),
+            self.labels.to(device),
+            self.num_classes,
+            self.mean,
+            self.std,
+            self.classes,
+            files=self.files,
         )
 
 
@@ -85,6 +142,64 @@ def split_halves(labels: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndar
     """Search-train and search-val indices: a stratified 50/50 split (``train_size = n // 2``, seed 0)."""
     labels = np.asarray(torch.as_tensor(labels).cpu())
     return stratified_split(labels, len(labels) // 2, seed=0)
+
+
+def evenly_spaced(count: int, at_most: int) -> np.ndarray:
+    """Positions ``0..count - 1``: all of them, or ``at_most`` evenly spaced ones (the first included)."""
+    if count <= at_most:
+        return np.arange(count, dtype=np.int64)
+    return np.arange(at_most, dtype=np.int64) * count // at_most
+
+
+def in_memory_limit() -> int:
+    """Bytes of decoded images (all processes of this node together) up to which ``"auto"`` keeps them in memory.
+
+    A quarter of this machine's physical memory (or of the container's
+    cgroup memory limit, when lower), and at most 16 GiB.
+    """
+    physical = 64 * _GIB
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: the 16 GiB cap alone
+        pass
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            physical = min(physical, int(Path(limit_file).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            continue
+    return min(physical // 4, 16 * _GIB)
+
+
+def choose_data_path(
+    dataset: str, image_count: int, image_size: int, data_path: str, processes_on_node: int = 1
+) -> str:
+    """``"memory"`` (decode everything with :func:`load_search_images`) or ``"stream"`` (:func:`list_search_images`).
+
+    ``data_path`` ``"memory"`` and ``"stream"`` are taken as they are. ``"auto"``
+    streams a file-based dataset (:data:`FILE_DATASETS`) when its decoded size,
+    ``image_count * 3 * image_size**2`` bytes, times ``processes_on_node``
+    (each process holds its own copy) exceeds :func:`in_memory_limit`; the
+    others are always in memory (``image_count`` is then not used).
+
+    Raises:
+        SearchInputError: for an unknown ``data_path``, or ``"stream"`` for a
+            dataset that torchvision reads into memory (cifar, svhn).
+    """
+    if data_path not in DATA_PATHS:
+        raise SearchInputError(f"data path must be one of {', '.join(DATA_PATHS)}, got {data_path!r}")
+    if isinstance(processes_on_node, bool) or not isinstance(processes_on_node, int) or processes_on_node < 1:
+        raise SearchInputError(f"processes on this node must be an integer >= 1, got {processes_on_node!r}")
+    if dataset not in FILE_DATASETS:
+        if data_path == "stream":
+            raise SearchInputError(
+                f"streaming applies to {', '.join(FILE_DATASETS[:-1])} and {FILE_DATASETS[-1]}; torchvision reads "
+                f"{dataset} into memory: use --data-path auto or memory"
+            )
+        return "memory"
+    if data_path != "auto":
+        return data_path
+    decoded = int(image_count) * 3 * int(image_size) ** 2 * processes_on_node
+    return "stream" if decoded > in_memory_limit() else "memory"
 
 
 def load_search_images(
@@ -105,23 +220,149 @@ def load_search_images(
         SearchInputError: when the data is missing (naming the folder to fill),
             cannot be downloaded, or is too small to split.
     """
-    if bad_images not in BAD_IMAGES:
-        raise SearchInputError(f"bad_images must be one of {', '.join(BAD_IMAGES)}, got {bad_images!r}")
-    if dataset == "imagefolder":
-        if data_dir is None:
-            raise SearchInputError("--dataset imagefolder needs --data-dir DIR, a folder of DIR/CLASS/IMAGE files")
-        return _image_folder(Path(data_dir).expanduser(), image_size, bad_images)
+    _check_bad_images(bad_images)
+    if dataset in FILE_DATASETS:
+        return _decoded(_listing(dataset, data_dir), image_size, bad_images, statistics=None)
     root = Path("data" if data_dir is None else data_dir).expanduser()
-    base = dataset.removeprefix("reduced-")
-    if base == "imagenet":
-        return _imagenet(root, image_size, dataset == "reduced-imagenet", bad_images)
-    data = _torchvision_arrays(base, root, download, image_size)
+    data = _torchvision_arrays(dataset.removeprefix("reduced-"), root, download, image_size)
     if dataset in REDUCED_SIZES:
         size = REDUCED_SIZES[dataset]
         if len(data) <= size:
             raise SearchInputError(f"{dataset} draws {size} images, but {root} holds only {len(data)}")
         data = data.subset(stratified_split(data.labels.numpy(), size, seed=0)[0])
     return data
+
+
+def open_search_images(
+    dataset: str,
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    download: bool = False,
+    image_size: int = 32,
+    bad_images: str = "fail",
+    data_path: str = "auto",
+    processes_on_node: int = 1,
+) -> LabelledImages | ImageFiles:
+    """The searched images, decoded into memory (:class:`LabelledImages`) or listed to be streamed (:class:`ImageFiles`).
+
+    Which one follows :func:`choose_data_path`; both give the same images, labels and statistics.
+    """
+    if dataset not in FILE_DATASETS:
+        choose_data_path(dataset, 0, image_size, data_path)  # refuses "stream"
+        return load_search_images(dataset, data_dir, download=download, image_size=image_size, bad_images=bad_images)
+    files = list_search_images(dataset, data_dir, image_size=image_size, bad_images=bad_images)
+    if choose_data_path(dataset, len(files), image_size, data_path, processes_on_node) == "stream":
+        return files
+    return load_image_files(files, bad_images)
+
+
+def list_search_images(
+    dataset: str, data_dir: str | os.PathLike[str] | None, *, image_size: int, bad_images: str = "fail"
+) -> ImageFiles:
+    """The image files searched on for a file-based ``dataset`` (:data:`FILE_DATASETS`), not decoded.
+
+    The same files, labels and classes as :func:`load_search_images`. For an
+    image folder, the statistics sample is decoded here: an unreadable file in
+    it is an error (``bad_images="fail"``) or is left out (``"skip"``, listed in
+    ``skipped``); unreadable files elsewhere are found while streaming.
+
+    Raises:
+        SearchInputError: for a dataset that is not file-based, missing data,
+            or an unreadable file in the statistics sample (``"fail"``).
+    """
+    _check_bad_images(bad_images)
+    if dataset not in FILE_DATASETS:
+        raise SearchInputError(
+            f"streaming applies to {', '.join(FILE_DATASETS[:-1])} and {FILE_DATASETS[-1]}, not {dataset}; "
+            f"load it with load_search_images"
+        )
+    listing = _listing(dataset, data_dir)
+    readable = np.ones(len(listing.paths), dtype=bool)
+    statistics = listing.statistics
+    if statistics is None:
+        sample = evenly_spaced(len(listing.paths), STATISTICS_SAMPLE)
+        histogram = torch.zeros(3, 256, dtype=torch.int64)
+        for start, images, reasons in _decoded_batches([listing.paths[i] for i in sample], image_size, bad_images):
+            ok = np.array([not reason for reason in reasons])
+            readable[sample[start : start + len(reasons)][~ok]] = False
+            histogram += _channel_histogram(images[torch.from_numpy(ok)])
+        statistics = _statistics_from_histogram(histogram)
+    return _files(listing, readable, image_size, statistics)
+
+
+def load_image_files(files: ImageFiles, bad_images: str = "fail") -> LabelledImages:
+    """Decode listed files into memory (the memory path after :func:`list_search_images` and :func:`choose_data_path`).
+
+    Gives the same images, labels and statistics as :func:`load_search_images`
+    of the same dataset.
+    """
+    _check_bad_images(bad_images)
+    listing = _Listing(list(files.paths), files.labels.numpy(), files.classes, files.root, (files.mean, files.std), False)
+    data = _decoded(listing, files.image_size, bad_images, statistics=(files.mean, files.std))
+    return LabelledImages(
+        data.images, data.labels, data.num_classes, data.mean, data.std, data.classes, files.skipped + data.skipped, data.files
+    )
+
+
+class DecodedFiles(torch.utils.data.Dataset):
+    """Image files decoded to uint8 [3, S, S] and a reason, "" when readable (an unreadable file gives zeros).
+
+    The one decoding of image files (both data paths): RGB, resized so that the
+    shorter side is ``image_size`` (antialiased), centre-cropped. The reason is
+    returned, not raised, so that DataLoader workers hand it to the main process.
+    """
+
+    def __init__(self, paths: Sequence[str], image_size: int) -> None:
+        self.paths = paths
+        self.image_size = image_size
+        self.transform = v2.Compose([v2.PILToTensor(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        path = self.paths[index]
+        try:
+            return self.transform(torchvision.datasets.folder.pil_loader(path)), ""
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            if isinstance(error, Image.UnidentifiedImageError):
+                reason = "not an image format that Pillow reads"
+            else:
+                reason = str(error).replace(repr(path), "").replace(path, "").strip(" :") or type(error).__name__
+            return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), " ".join(reason.split())
+
+
+def unreadable_image_error(path: str, reason: str) -> SearchInputError:
+    """The error (one line) for an unreadable image file with ``bad_images="fail"``."""
+    return SearchInputError(
+        f"cannot read image {path!r} ({reason}); fix or remove it, "
+        f"or pass --bad-images skip (bad_images='skip' in Python) to leave unreadable images out"
+    )
+
+
+def _check_bad_images(bad_images: str) -> None:
+    if bad_images not in BAD_IMAGES:
+        raise SearchInputError(f"bad_images must be one of {', '.join(BAD_IMAGES)}, got {bad_images!r}")
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A file-based dataset's files in order, their labels and class names; the fixed statistics (None: sampled)."""
+
+    paths: list[str]
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    root: str
+    statistics: tuple[tuple[float, ...], tuple[float, ...]] | None
+    folder: bool  # an image folder: every class must keep 2 images (else only when unreadable files are left out)
+
+
+def _listing(dataset: str, data_dir: str | os.PathLike[str] | None) -> _Listing:
+    if dataset == "imagefolder":
+        if data_dir is None:
+            raise SearchInputError("--dataset imagefolder needs --data-dir DIR, a folder of DIR/CLASS/IMAGE files")
+        return _image_folder(Path(data_dir).expanduser())
+    return _imagenet(Path("data" if data_dir is None else data_dir).expanduser(), dataset == "reduced-imagenet")
 
 
 def _not_found(dataset: str, root: Path, files: str) -> SearchInputError:
@@ -167,7 +408,7 @@ def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def _imagenet(root: Path, image_size: int, reduced: bool, bad_images: str) -> LabelledImages:
+def _imagenet(root: Path, reduced: bool) -> _Listing:
     try:
         dataset = torchvision.datasets.ImageNet(str(root), split="train")
     except (RuntimeError, FileNotFoundError):
@@ -176,7 +417,7 @@ def _imagenet(root: Path, image_size: int, reduced: bool, bad_images: str) -> La
             f"ILSVRC2012_img_train.tar (or the extracted train/ folder) there; it cannot be downloaded automatically"
         ) from None
     paths = [path for path, _ in dataset.samples]
-    labels = np.asarray(dataset.targets)
+    labels = np.asarray(dataset.targets, dtype=np.int64)
     classes = tuple(dataset.wnids)
     if reduced:
         kept_classes = reduced_imagenet_classes()
@@ -191,14 +432,10 @@ def _imagenet(root: Path, image_size: int, reduced: bool, bad_images: str) -> La
             raise SearchInputError(f"cannot draw reduced-imagenet from {str(root)!r}: {error}") from None
         paths, labels = [paths[i] for i in chosen], position[labels[chosen]]
         classes = tuple(classes[index] for index in kept_classes)
-    images, readable = _decode_readable(paths, image_size, bad_images)
-    mean, std = _STATISTICS["imagenet"]
-    skipped = tuple(path for path, ok in zip(paths, readable) if not ok)
-    labels = torch.as_tensor(labels).long()[torch.as_tensor(readable)]
-    return LabelledImages(images, labels, len(classes), mean, std, classes, skipped)
+    return _Listing(paths, labels, classes, str(root), _STATISTICS["imagenet"], False)
 
 
-def _image_folder(root: Path, image_size: int, bad_images: str) -> LabelledImages:
+def _image_folder(root: Path) -> _Listing:
     if not root.is_dir():
         raise SearchInputError(f"image folder {str(root)!r} does not exist; pass --data-dir with a DIR/CLASS/IMAGE tree")
     extensions = ", ".join(torchvision.datasets.folder.IMG_EXTENSIONS)
@@ -208,7 +445,8 @@ def _image_folder(root: Path, image_size: int, bad_images: str) -> LabelledImage
         raise SearchInputError(f"no class folders in {str(root)!r}: expected DIR/CLASS/IMAGE files") from None
     if len(dataset.classes) < 2:
         raise SearchInputError(f"image folder {str(root)!r} has {len(dataset.classes)} class folder; a search needs at least 2")
-    counts = np.bincount(np.asarray(dataset.targets, dtype=np.int64), minlength=len(dataset.classes))
+    labels = np.asarray(dataset.targets, dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(dataset.classes))
     empty = [name for name, count in zip(dataset.classes, counts) if count == 0]
     if empty:
         raise SearchInputError(
@@ -216,43 +454,48 @@ def _image_folder(root: Path, image_size: int, bad_images: str) -> LabelledImage
             f"hold{'' if len(empty) > 1 else 's'} no images (files ending in {extensions}); add images or remove "
             f"{'them' if len(empty) > 1 else 'it'}"
         )
-    paths = [path for path, _ in dataset.samples]
-    images, readable = _decode_readable(paths, image_size, bad_images)
-    labels = torch.as_tensor(dataset.targets).long()[torch.as_tensor(readable)]
-    counts = np.bincount(labels.numpy(), minlength=len(dataset.classes))
-    few = [name for name, count in zip(dataset.classes, counts) if count < 2]
+    return _Listing([path for path, _ in dataset.samples], labels, tuple(dataset.classes), str(root), None, True)
+
+
+def _files(
+    listing: _Listing, readable: np.ndarray, image_size: int, statistics: tuple[tuple[float, ...], tuple[float, ...]]
+) -> ImageFiles:
+    """The listed files that are ``readable`` (the others in ``skipped``), checking that every class keeps 2 images."""
+    labels = listing.labels[readable]
+    counts = np.bincount(labels, minlength=len(listing.classes))
+    checked = listing.folder or not readable.all()
+    few = [name for name, count in zip(listing.classes, counts) if count < 2 and checked]
     if few:
-        readable_note = " readable" if not all(readable) else ""
+        readable_note = " readable" if not readable.all() else ""
         raise SearchInputError(
-            f"class folder{'s' if len(few) > 1 else ''} {', '.join(repr(name) for name in few[:5])} in {str(root)!r} "
-            f"hold{'' if len(few) > 1 else 's'} fewer than 2{readable_note} images; the search splits every class in two halves"
+            f"class folder{'s' if len(few) > 1 else ''} {', '.join(repr(name) for name in few[:5])} in "
+            f"{listing.root!r} hold{'' if len(few) > 1 else 's'} fewer than 2{readable_note} images; the search splits "
+            f"every class in two halves"
         )
-    mean, std = _channel_statistics(images)
-    skipped = tuple(path for path, ok in zip(paths, readable) if not ok)
-    return LabelledImages(images, labels, len(dataset.classes), mean, std, tuple(dataset.classes), skipped)
+    paths = tuple(path for path, ok in zip(listing.paths, readable.tolist()) if ok)
+    skipped = tuple(path for path, ok in zip(listing.paths, readable.tolist()) if not ok)
+    mean, std = statistics
+    return ImageFiles(
+        paths, torch.from_numpy(labels), len(listing.classes), mean, std, listing.classes, image_size, skipped, listing.root
+    )
 
 
-class _DecodedFiles(torch.utils.data.Dataset):
-    """Image files decoded to uint8 [3, S, S]; an unreadable file gives zeros and the reason (decoding runs in workers)."""
-
-    def __init__(self, paths: list[str], image_size: int) -> None:
-        self.paths = paths
-        self.image_size = image_size
-        self.transform = v2.Compose([v2.PILToTensor(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        try:
-            return self.transform(torchvision.datasets.folder.pil_loader(self.paths[index])), ""
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
-            path = self.paths[index]
-            if isinstance(error, Image.UnidentifiedImageError):
-                reason = "not an image format that Pillow reads"
-            else:
-                reason = str(error).replace(repr(path), "").replace(path, "").strip(" :") or type(error).__name__
-            return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), reason
+def _decoded(
+    listing: _Listing, image_size: int, bad_images: str, statistics: tuple[tuple[float, ...], tuple[float, ...]] | None
+) -> LabelledImages:
+    """Decode every listed file; the statistics are the given ones, the listing's, or those of the sampled rows."""
+    images, readable = _decode_readable(listing.paths, image_size, bad_images)
+    readable = np.asarray(readable, dtype=bool)
+    statistics = statistics or listing.statistics
+    if statistics is None:
+        sample = evenly_spaced(len(listing.paths), STATISTICS_SAMPLE)
+        rows = (np.cumsum(readable) - 1)[sample[readable[sample]]]  # listing position -> row of `images`
+        histogram = torch.zeros(3, 256, dtype=torch.int64)
+        for chunk in torch.from_numpy(rows).split(_DECODE_BATCH):
+            histogram += _channel_histogram(images[chunk])
+        statistics = _statistics_from_histogram(histogram)
+    files = _files(listing, readable, image_size, statistics)
+    return LabelledImages(images, files.labels, files.num_classes, files.mean, files.std, files.classes, files.skipped, files)
 
 
 def _decode(paths: list[str], image_size: int) -> torch.Tensor:
@@ -260,40 +503,52 @@ def _decode(paths: list[str], image_size: int) -> torch.Tensor:
     return _decode_readable(paths, image_size, "fail")[0]
 
 
-def _decode_readable(paths: list[str], image_size: int, bad_images: str) -> tuple[torch.Tensor, list[bool]]:
-    """Decode image files into one uint8 tensor [N, 3, S, S] (in parallel where there are many).
-
-    Returns the images of the readable files and, per file, whether it was readable.
+def _decoded_batches(
+    paths: Sequence[str], image_size: int, bad_images: str
+) -> Iterator[tuple[int, torch.Tensor, list[str]]]:
+    """``(start, images, reasons)`` for consecutive batches of ``paths``, decoded in parallel where there are many.
 
     Raises:
         SearchInputError: naming the first unreadable file, when ``bad_images`` is ``"fail"``.
     """
     workers = 0 if len(paths) < 4 * _DECODE_BATCH else min(8, os.cpu_count() or 1)
-    loader = torch.utils.data.DataLoader(_DecodedFiles(paths, image_size), batch_size=_DECODE_BATCH, num_workers=workers)
-    images = torch.empty(len(paths), 3, image_size, image_size, dtype=torch.uint8)
-    readable = [True] * len(paths)
+    loader = torch.utils.data.DataLoader(DecodedFiles(paths, image_size), batch_size=_DECODE_BATCH, num_workers=workers)
     start = 0
-    for batch, reasons in loader:
+    for images, reasons in loader:
         for offset, reason in enumerate(reasons):
             if reason and bad_images == "fail":
-                raise SearchInputError(
-                    f"cannot read image {paths[start + offset]!r} ({reason}); fix or remove it, "
-                    f"or pass --bad-images skip (bad_images='skip' in Python) to leave unreadable images out"
-                )
-            readable[start + offset] = not reason
+                raise unreadable_image_error(paths[start + offset], reason)
+        yield start, images, list(reasons)
+        start += len(reasons)
+
+
+def _decode_readable(paths: list[str], image_size: int, bad_images: str) -> tuple[torch.Tensor, list[bool]]:
+    """Decode image files into one uint8 tensor [N, 3, S, S]: the readable files' images and, per file, whether readable.
+
+    Raises:
+        SearchInputError: naming the first unreadable file, when ``bad_images`` is ``"fail"``.
+    """
+    images = torch.empty(len(paths), 3, image_size, image_size, dtype=torch.uint8)
+    readable = [True] * len(paths)
+    for start, batch, reasons in _decoded_batches(paths, image_size, bad_images):
         images[start : start + len(batch)] = batch
-        start += len(batch)
+        readable[start : start + len(batch)] = [not reason for reason in reasons]
     return (images if all(readable) else images[torch.as_tensor(readable)]), readable
 
 
-def _channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    total = torch.zeros(3, dtype=torch.float64)
-    squares = torch.zeros(3, dtype=torch.float64)
-    for chunk in images.split(_DECODE_BATCH):
-        values = chunk.to(torch.float64) / 255
-        total += values.sum(dim=(0, 2, 3))
-        squares += values.square().sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(1e-6).sqrt()
+def _channel_histogram(images: torch.Tensor) -> torch.Tensor:
+    """Counts of each uint8 value per channel, int64 [3, 256]."""
+    return torch.stack([torch.bincount(images[:, channel].reshape(-1), minlength=256) for channel in range(3)])
+
+
+def _statistics_from_histogram(histogram: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of pixel values / 255 (exact sums: the same numbers however the pixels were batched)."""
+    values = torch.arange(256, dtype=torch.int64)
+    count = histogram[0].sum().item()
+    if count == 0:
+        raise SearchInputError("no readable image to compute the normalisation statistics from")
+    total = (histogram * values).sum(1).to(torch.float64)
+    squares = (histogram * values.square()).sum(1).to(torch.float64)
+    mean = total / (255 * count)
+    std = (squares / (255**2 * count) - mean.square()).clamp_min(1e-6).sqrt()
     return tuple(mean.tolist()), tuple(std.tolist())

@@ -54,9 +54,14 @@ def history_tensors(history: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 def export_result(
-    augmentation: AugmentationParameters, paths: OutputPaths, name: str, top_k: int, metadata: dict[str, Any]
+    augmentation: AugmentationParameters,
+    paths: OutputPaths,
+    name: str,
+    top_k: int,
+    metadata: dict[str, Any],
+    write: bool = True,
 ) -> tuple[Policy, dict[str, torch.Tensor]]:
-    """Write the top-``top_k`` policy and every learned tensor; returns both.
+    """Write the top-``top_k`` policy and every learned tensor; returns both (``write=False``: only returns them).
 
     The policy's metadata holds ``metadata`` plus ``sub_policy_weights``, the
     weight softmax(alpha) of each exported sub-policy, in the file's order, and
@@ -82,6 +87,8 @@ def export_result(
     policy = Policy(
         ranked.sub_policies, name=name, description=description, metadata={**ranked.metadata, "parameters": parameters_file}
     )
+    if not write:
+        return policy, tensors
     try:
         write_bytes_atomic(paths.parameters, content)
         policy.to_json(paths.policy)

@@ -1,14 +1,32 @@
-"""A fingerprint of the searched data, stored in checkpoints so that a resume on other data is refused."""
+"""A fingerprint of the searched data, stored in checkpoints so that a resume on other data is refused.
+
+The contents hashed are the pixels for torchvision's array datasets (cifar,
+svhn) and, for image files (without decoding them): the file list (paths
+relative to the dataset's folder, so that the folder may move), each file's
+size in bytes, and the bytes of :data:`CONTENT_SAMPLE` evenly spaced files. A
+search in memory and a streamed search of the same files therefore have the
+same fingerprint; a file changed in place to another of the same size, outside
+the sample, goes unnoticed.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .data import LabelledImages
+from .data import ImageFiles, LabelledImages, evenly_spaced
+from .settings import SearchInputError
+
+CONTENT_SAMPLE = 2000
+"""Image files whose bytes (not only their size) the fingerprint hashes."""
+
+FINGERPRINT_KEYS = ("classes", "images", "labels_sha256", "content_sha256", "split_sha256")
+"""The keys of :func:`data_fingerprint`'s dictionary."""
 
 
 def _sha256(*arrays: torch.Tensor | np.ndarray) -> str:
@@ -20,13 +38,36 @@ def _sha256(*arrays: torch.Tensor | np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def data_fingerprint(data: LabelledImages, train_indices: np.ndarray, val_indices: np.ndarray) -> dict[str, Any]:
-    """Class names, image count, and hashes of the labels, the pixels and the search-train/search-val split."""
+def _files_sha256(files: ImageFiles) -> str:
+    """SHA-256 of each file's path relative to the dataset's folder and its size, and of the sampled files' bytes."""
+    digest = hashlib.sha256(b"image files\n")
+    prefix = os.path.join(files.root, "") if files.root else ""
+    sampled = set(evenly_spaced(len(files), CONTENT_SAMPLE).tolist())
+    for position, path in enumerate(files.paths):
+        try:
+            size = os.stat(path).st_size
+            content = hashlib.sha256(Path(path).read_bytes()).digest() if position in sampled else b""
+        except OSError as error:
+            raise SearchInputError(f"cannot read image file {path!r} to fingerprint it: {error.strerror or error}") from None
+        name = path[len(prefix) :] if prefix and path.startswith(prefix) else path
+        digest.update(os.fsencode(name.replace(os.sep, "/")) + b"\0" + str(size).encode() + b"\0" + content + b"\n")
+    return digest.hexdigest()
+
+
+def data_fingerprint(
+    data: LabelledImages | ImageFiles, train_indices: np.ndarray, val_indices: np.ndarray
+) -> dict[str, Any]:
+    """Class names, image count, and hashes of the labels, the contents and the search-train/search-val split.
+
+    The same for a dataset of image files whether it is loaded (``LabelledImages``
+    with ``files``) or listed (``ImageFiles``); keys :data:`FINGERPRINT_KEYS`.
+    """
+    files = data if isinstance(data, ImageFiles) else data.files
     return {
         "classes": list(data.classes),
         "images": len(data),
         "labels_sha256": _sha256(data.labels),
-        "pixels_sha256": _sha256(data.images),
+        "content_sha256": _files_sha256(files) if files is not None else _sha256(data.images),
         "split_sha256": _sha256(np.asarray(train_indices, dtype=np.int64), np.asarray(val_indices, dtype=np.int64)),
     }
 
@@ -43,7 +84,7 @@ def fingerprint_differences(saved: dict[str, Any], now: dict[str, Any]) -> str:
     if saved["classes"] != now["classes"]:
         differences.append(f"{_shown_classes(saved['classes'])} there, {_shown_classes(now['classes'])} now")
     if not differences:  # same size and classes: say which contents differ
-        hashes = (("labels_sha256", "labels"), ("pixels_sha256", "pixels"), ("split_sha256", "split indices"))
+        hashes = (("labels_sha256", "labels"), ("content_sha256", "contents"), ("split_sha256", "split indices"))
         changed = [what for key, what in hashes if saved[key] != now[key]]
         if changed:
             differences.append(f"the {' and '.join(changed)} differ")

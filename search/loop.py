@@ -1,17 +1,28 @@
 """The search as a Python function: data on the device, epochs of bilevel steps, checkpoints, export.
 
 Randomness: the model and the control variate are initialised from ``seed``;
-every epoch reseeds torch's global generators and the search's own generator
-(data order, crops, flips, augmentation draws) from ``(seed, epoch)``. A search
-resumed from a checkpoint therefore continues exactly as an uninterrupted one.
+every epoch reseeds the search's own generator (data order, crops, flips,
+augmentation draws) from ``(seed, epoch)`` and torch's global generators
+(dropout) from ``(seed, epoch, rank)``. A search resumed from a checkpoint
+therefore continues exactly as an uninterrupted one.
+
+Under torchrun the processes search together (see :mod:`.distributed`):
+``batch_size`` is the global batch, each process takes its equal share of
+every batch; rank 0 alone checks and locks the output folder, writes
+checkpoints and results, pushes to the Hub and shows progress; every process
+resumes from rank 0's checkpoint. Errors in the set-up (before training) are
+agreed on, so that every process stops with the same message.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +35,20 @@ from . import checkpoint
 from .augmentation import AugmentationParameters
 from .batches import crop_and_flip
 from .bilevel import BilevelSearchStep
-from .data import LabelledImages, load_search_images, split_halves
+from .data import ImageFiles, LabelledImages, open_search_images, split_halves
 from .device_checks import check_model_fits, resolve_device
+from .distributed import (
+    DEFAULT_TIMEOUT_S,
+    AgreedError,
+    Processes,
+    agreed,
+    broadcast_bytes,
+    process_device,
+    process_group,
+    processes_from_environment,
+    shared_folder,
+    sum_,
+)
 from .divergence import SearchDivergedError, check_loss, check_parameters, diverged
 from .export import check_hub_repo, epoch_snapshot, export_result, push_result, ranked_sub_policies
 from .fingerprint import data_fingerprint
@@ -33,6 +56,7 @@ from .models import build_model
 from .output_files import OutputPaths, check_not_builtin, check_output, output_paths
 from .output_lock import OutputLock
 from .settings import SearchInputError, SearchSettings, epoch_learning_rate, resolve_settings
+from .streaming import MemoryBatches, StreamedBatches
 
 _REFRESH_STEPS = 10  # steps between progress-bar updates and checks that the loss is finite
 
@@ -54,6 +78,8 @@ def search(
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = False,
     bad_images: str = "fail",
+    data_path: str = "auto",
+    workers: int | None = None,
     model: str | None = None,
     image_size: int | None = None,
     epochs: int = 20,
@@ -71,7 +97,9 @@ def search(
     estimator: str = "baseline",
     val_batches: str = "fresh",
     lr_min: float | None = None,
+    sync_bn: bool = False,
     device: str | torch.device | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
     resume: bool = False,
     overwrite: bool = False,
     push_to_hub: str | None = None,
@@ -85,8 +113,18 @@ def search(
     ``resume=True`` continues from ``OUTPUT/NAME.checkpoint/`` when it exists
     (same settings and data required); an existing checkpoint without ``resume``
     is an error unless ``overwrite=True`` discards it. ``bad_images="skip"``
-    leaves unreadable image files out. ``push_to_hub="org/name"`` uploads the
-    result. One search at a time may write a given ``OUTPUT/NAME``.
+    leaves unreadable image files out. ``data_path`` says how images reach the
+    device: ``"memory"`` (decoded once, held on the device: fastest),
+    ``"stream"`` (image files decoded by ``workers`` DataLoader processes each
+    step: bounded host memory) or ``"auto"`` (stream when the decoded data
+    would not fit comfortably in memory); both give the same search.
+    ``push_to_hub="org/name"`` uploads the result. One search at a time may
+    write a given ``OUTPUT/NAME``.
+
+    Under torchrun every process calls this with the same arguments (see the
+    module notes); ``sync_bn`` then makes BatchNorm use the statistics of the
+    global batch (``SyncBatchNorm``), and ``timeout`` (seconds) bounds every
+    collective, so that a process that stalls ends the job.
 
     Raises:
         SearchInputError: (a ValueError) for invalid settings, missing data, an
@@ -113,30 +151,78 @@ def search(
         estimator=estimator,
         val_batches=val_batches,
         lr_min=lr_min,
+        sync_bn=sync_bn,
     )
-    paths = output_paths(user_preset_dir() if output is None else output, name)
-    check_output(paths, name)
-    check_not_builtin(paths, name)
-    if push_to_hub is not None:
-        check_hub_repo(push_to_hub)
-    device = resolve_device(device)
-    check_model_fits(settings.model, device)
-    with OutputLock(paths):
-        saved = checkpoint.checkpoint_to_resume(paths.checkpoint, settings, resume=resume, overwrite=overwrite)
-        data = load_search_images(
-            settings.dataset, data_dir, download=download, image_size=settings.image_size, bad_images=bad_images
+    processes = processes_from_environment()
+    if settings.batch_size % processes.world_size:  # the same on every process: rank 0 reports it
+        raise AgreedError(
+            f"batch size {settings.batch_size} (the global batch) must be a multiple of the {processes.world_size} "
+            f"processes, so that each takes an equal share"
         )
+    if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout < float("inf")):
+        raise AgreedError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    paths = output_paths(user_preset_dir() if output is None else output, name)
+    progress = progress and processes.is_main
+    device = process_device(processes, resolve_device(device))
+    if settings.sync_bn and processes.distributed and device.type != "cuda":
+        raise AgreedError(f"--sync-bn (SyncBatchNorm) needs CUDA devices, the search runs on {device.type}")
+    with process_group(processes, device, timeout), ExitStack() as held:
+
+        def open_output() -> dict[str, Any] | None:
+            check_model_fits(settings.model, device)
+            if not processes.is_main:
+                return None
+            check_output(paths, name)
+            check_not_builtin(paths, name)
+            if push_to_hub is not None:
+                check_hub_repo(push_to_hub)
+            held.enter_context(OutputLock(paths))
+            return checkpoint.checkpoint_to_resume(paths.checkpoint, settings, resume=resume, overwrite=overwrite)
+
+        saved = agreed(processes, open_output)
+        resuming = broadcast_bytes(processes, (b"1" if saved else b"0") if processes.is_main else None) == b"1"
+
+        def open_data() -> tuple[LabelledImages | ImageFiles, np.ndarray, np.ndarray]:
+            data = open_search_images(
+                settings.dataset,
+                data_dir,
+                download=download,
+                image_size=settings.image_size,
+                bad_images=bad_images,
+                data_path=data_path,
+                processes_on_node=processes.local_world_size,
+            )
+            try:
+                train_indices, val_indices = split_halves(data.labels)
+            except ValueError as error:
+                raise SearchInputError(f"cannot split the {len(data)} searched images in two stratified halves: {error}") from None
+            if len(train_indices) < processes.world_size:
+                raise SearchInputError(
+                    f"search-train holds {len(train_indices)} images, fewer than the {processes.world_size} processes"
+                )
+            return data, train_indices, val_indices
+
+        data, train_indices, val_indices = agreed(processes, open_data)
         if data.skipped:
             _say(progress, f"dada-search: left out {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]!r}")
-        try:
-            train_indices, val_indices = split_halves(data.labels)
-        except ValueError as error:
-            raise SearchInputError(f"cannot split the {len(data)} searched images in two stratified halves: {error}") from None
-        fingerprint = data_fingerprint(data, train_indices, val_indices)
-        train, val = data.subset(train_indices).to(device), data.subset(val_indices).to(device)
+        fingerprint = json.loads(broadcast_bytes(  # image files are read once, on rank 0
+            processes, json.dumps(data_fingerprint(data, train_indices, val_indices)).encode() if processes.is_main else None
+        ))
+        train, val = data.subset(train_indices), data.subset(val_indices)
+        if isinstance(data, ImageFiles):
+            source = StreamedBatches(
+                train, val, device, workers=workers, bad_images=bad_images, on_skip=lambda line: _say(progress, f"dada-search: {line}")
+            )
+            how = f"streamed by {source.workers} decoding worker(s) per process"
+        else:
+            if workers is not None:
+                _say(progress, "dada-search: --workers applies to streamed data only; these images are held in memory")
+            source, how = MemoryBatches(train.to(device), val.to(device)), "held in memory"
 
         torch.manual_seed(settings.seed)
         network = build_model(settings.model, data.num_classes).to(device)
+        if settings.sync_bn and processes.distributed:
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
         augmentation = AugmentationParameters(temperature=settings.temperature).to(device)
         generator = torch.Generator(device=device)
         step = BilevelSearchStep(
@@ -157,15 +243,21 @@ def search(
             color_jitter=settings.color_jitter,
             lighting=settings.lighting,
             generator=generator,
+            processes=processes,
         )
-        history: list[dict[str, float]] = []
+        history: list[dict[str, Any]] = []
         start_epoch = 0
-        if saved is not None:
-            start_epoch, history = checkpoint.restore_checkpoint(
-                paths.checkpoint, saved, fingerprint, network, augmentation, step
-            )
+        if resuming:
+            files = lambda folder: [checkpoint.INDEX_FILE, saved["tensors"]]  # noqa: E731 (rank 0's checkpoint)
+            with shared_folder(processes, paths.checkpoint, files) as folder:
 
-        steps_per_epoch = len(_batch_sizes(len(train), settings.batch_size))
+                def restore() -> tuple[int, list[dict[str, Any]]]:
+                    index = saved if processes.is_main else checkpoint.read_checkpoint(folder, settings)
+                    return checkpoint.restore_checkpoint(folder, index, fingerprint, network, augmentation, step)
+
+                start_epoch, history = agreed(processes, restore)
+
+        steps_per_epoch = len(_batch_sizes(len(train), settings.batch_size, processes.world_size))
         bar = tqdm(
             total=settings.epochs * steps_per_epoch,
             initial=start_epoch * steps_per_epoch,
@@ -177,39 +269,47 @@ def search(
         _say(
             progress,
             f"dada-search: {settings.dataset}, {len(train)} search-train + {len(val)} search-val images of "
-            f"{settings.image_size}px, {settings.model}, {steps_per_epoch} steps/epoch on {device}"
+            f"{settings.image_size}px ({how}), {settings.model}, {steps_per_epoch} steps/epoch on {device}"
+            + (f" and {processes.world_size - 1} more processes" if processes.distributed else "")
             + (f", resuming after epoch {start_epoch}" if start_epoch else ""),
         )
         with bar:
             for epoch in range(start_epoch, settings.epochs):
                 try:
-                    stats = _run_epoch(step, train, val, settings, epoch, generator, bar)
+                    stats = _run_epoch(step, source, len(train), len(val), settings, epoch, generator, bar, processes)
                     check_parameters({"network": network, "augmentation": augmentation}, epoch)
                 except SearchDivergedError as error:
                     raise diverged(error, settings, paths.checkpoint, epoch) from None
                 history.append({"epoch": epoch + 1, **stats, **epoch_snapshot(augmentation)})
                 top = ", ".join(f"{a}+{b} {weight:.4f}" for a, b, weight in ranked_sub_policies(augmentation, 5))
                 _say(progress, f"epoch {epoch + 1}/{settings.epochs}: loss {stats['loss']:.4f}, accuracy {stats['accuracy']:.4f}; top: {top}")
-                checkpoint.save_checkpoint(
-                    paths.checkpoint,
-                    checkpoint.SearchState(
-                        epoch=epoch + 1,
-                        settings=settings,
-                        model=network.state_dict(),
-                        augmentation=augmentation.tensors(),
-                        step=step.state_dict(),
-                        history=history,
-                        data=fingerprint,
-                    ),
-                )
+                if processes.is_main:
+                    checkpoint.save_checkpoint(
+                        paths.checkpoint,
+                        checkpoint.SearchState(
+                            epoch=epoch + 1,
+                            settings=settings,
+                            model=network.state_dict(),
+                            augmentation=augmentation.tensors(),
+                            step=step.state_dict(),
+                            history=history,
+                            data=fingerprint,
+                        ),
+                    )
 
         metadata = {"search": settings.to_dict(), "searched_images": len(data), "history": history}
-        policy, parameters = export_result(augmentation, paths, name, settings.top_k, metadata)
-        shutil.rmtree(paths.checkpoint, ignore_errors=True)
-        _say(progress, f"wrote {paths.policy} and {paths.parameters}")
-        if push_to_hub is not None:
-            push_result(paths, push_to_hub)
-            _say(progress, f"pushed to the Hub: {push_to_hub}")
+
+        def finish() -> tuple[Policy, dict[str, torch.Tensor]]:
+            result = export_result(augmentation, paths, name, settings.top_k, metadata, write=processes.is_main)
+            if processes.is_main:
+                shutil.rmtree(paths.checkpoint, ignore_errors=True)
+                _say(progress, f"wrote {paths.policy} and {paths.parameters}")
+                if push_to_hub is not None:
+                    push_result(paths, push_to_hub)
+                    _say(progress, f"pushed to the Hub: {push_to_hub}")
+            return result
+
+        policy, parameters = agreed(processes, finish)
     return SearchResult(policy, parameters, paths)
 
 
@@ -219,64 +319,71 @@ def _say(progress: bool, line: str) -> None:
         tqdm.write(line, file=sys.stderr)
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def _epoch_seed(*entropy: int) -> int:
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _batch_sizes(count: int, batch_size: int) -> list[int]:
-    """Sizes of an epoch's batches; a last batch of one image is dropped (BatchNorm cannot train on it)."""
+def _batch_sizes(count: int, batch_size: int, processes: int = 1) -> list[int]:
+    """Sizes of an epoch's global batches over ``count`` images.
+
+    The last batch is cut to a multiple of ``processes`` (equal shares) and
+    dropped when that leaves one image or fewer per process (BatchNorm cannot
+    train on one image).
+    """
     sizes = [min(batch_size, count - start) for start in range(0, count, batch_size)]
-    return sizes[:-1] if len(sizes) > 1 and sizes[-1] == 1 else sizes
+    sizes[-1] -= sizes[-1] % processes
+    return sizes[:-1] if len(sizes) > 1 and sizes[-1] <= processes else sizes
 
 
 def _run_epoch(
     step: BilevelSearchStep,
-    train: LabelledImages,
-    val: LabelledImages,
+    source: MemoryBatches | StreamedBatches,
+    train_count: int,
+    val_count: int,
     settings: SearchSettings,
     epoch: int,
     generator: torch.Generator,
     bar: tqdm,
+    processes: Processes,
 ) -> dict[str, float]:
-    """One pass over search-train; returns the mean loss and accuracy.
+    """One pass over search-train; returns the mean loss and accuracy (of every process's images).
 
     Each step's validation batch is un-augmented: the next ``len(batch)`` images of
     search-val in this epoch's order (``val_batches="fresh"``), or always its first
     ``batch_size`` images (``"fixed"``, as the authors' code reuses its first batch).
+    Every process orders the data alike and takes its share of each batch.
     """
     seed = _epoch_seed(settings.seed, epoch)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed if processes.is_main else _epoch_seed(settings.seed, epoch, processes.rank))
     generator.manual_seed(seed)
     for group in step.weight_optimizer.param_groups:
         group["lr"] = epoch_learning_rate(settings, epoch)
-    device = train.images.device
-    train_order = torch.randperm(len(train), generator=generator, device=device)
-    val_order = torch.randperm(len(val), generator=generator, device=device)
+    device = generator.device
+    train_order = torch.randperm(train_count, generator=generator, device=device)
+    val_order = torch.randperm(val_count, generator=generator, device=device)
     padding = settings.image_size // 8
-    loss_sum = torch.zeros((), device=device)
-    correct_sum = torch.zeros((), device=device)
+    sums = torch.zeros(2, device=device)  # loss and correct predictions, summed over this process's images
     seen = 0
     bar.set_description(f"epoch {epoch + 1}/{settings.epochs}")
-    sizes = _batch_sizes(len(train), settings.batch_size)
+    sizes = _batch_sizes(train_count, settings.batch_size, processes.world_size)
     batches = train_order[: sum(sizes)].split(sizes)
-    for index, train_batch in enumerate(batches):
-        if settings.val_batches == "fixed":
-            val_batch = slice(0, settings.batch_size)
-        else:
-            start = index * settings.batch_size
-            val_batch = val_order[start : start + len(train_batch)]
+    fixed = min(settings.batch_size, val_count)
+    fixed_val_batch = processes.shard(torch.arange(fixed - fixed % processes.world_size, device=device))
+    if settings.val_batches == "fixed":
+        val_batches = [fixed_val_batch] * len(batches)
+    else:
+        starts = [index * settings.batch_size for index in range(len(batches))]
+        val_batches = [processes.shard(val_order[start : start + len(batch)]) for start, batch in zip(starts, batches)]
+    shares = [processes.shard(batch) for batch in batches]
+    for index, (train_images, train_labels, val_images, val_labels) in enumerate(source.batches(shares, val_batches)):
         stats = step.step(
-            crop_and_flip(train.images[train_batch], padding, generator),
-            train.labels[train_batch],
-            val.images[val_batch],
-            val.labels[val_batch],
+            crop_and_flip(train_images, padding, generator, processes=processes), train_labels, val_images, val_labels
         )
-        loss_sum += stats.loss.detach() * len(train_batch)
-        correct_sum += stats.accuracy.detach() * len(train_batch)
-        seen += len(train_batch)
+        sums += torch.stack((stats.loss.detach(), stats.accuracy.detach())) * len(train_labels)
+        seen += len(batches[index])
         bar.update(1)
         if (index + 1) % _REFRESH_STEPS == 0 or index + 1 == len(batches):
-            mean_loss = loss_sum.item() / seen
-            check_loss(mean_loss, epoch, index + 1)
-            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct_sum.item() / seen:.3f}", refresh=False)
-    return {"loss": loss_sum.item() / seen, "accuracy": correct_sum.item() / seen}
+            loss, correct = (sum_(processes, sums.clone()) / seen).tolist()
+            check_loss(loss, epoch, index + 1)
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{correct:.3f}", refresh=False)
+    return {"loss": loss, "accuracy": correct}

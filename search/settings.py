@@ -38,6 +38,7 @@ DATASETS = (
 )
 SAMPLING_MODES = ("per-batch", "per-sample")
 BAD_IMAGES = ("fail", "skip")  # what an unreadable image file does (not a setting: it changes only the data)
+DATA_PATHS = ("auto", "memory", "stream")  # how images reach the device (not a setting: both give the same bytes)
 ESTIMATORS = ("baseline", "relax", "score-function")
 VALIDATION_BATCHES = ("fresh", "fixed")
 DEFAULT_LR_MIN = 0.001
@@ -102,6 +103,7 @@ class SearchSettings:
     estimator: str = "baseline"
     val_batches: str = "fresh"
     lr_min: float = DEFAULT_LR_MIN
+    sync_bn: bool = False
     color_jitter: float = 0.0
     lighting: float = 0.0
     momentum: float = 0.9
@@ -160,6 +162,7 @@ def resolve_settings(
     estimator: str = "baseline",
     val_batches: str = "fresh",
     lr_min: float | None = None,
+    sync_bn: bool = False,
 ) -> SearchSettings:
     """The settings for ``dataset``: published defaults where an argument is None, each value validated.
 
@@ -177,6 +180,8 @@ def resolve_settings(
         raise SearchInputError(f"cutout {cutout} px is larger than the image size {image_size} px")
     if not isinstance(hypergradient_xi, bool):
         raise SearchInputError(f"hypergradient_xi must be True or False, got {hypergradient_xi!r}")
+    if not isinstance(sync_bn, bool):
+        raise SearchInputError(f"sync_bn must be True or False, got {sync_bn!r}")
     lr = _number(row.lr if lr is None else lr, "learning rate", allow_zero=False)
     if lr_min is None:
         lr_min = min(DEFAULT_LR_MIN, lr)
@@ -202,6 +207,7 @@ def resolve_settings(
         estimator=_choice(estimator, "estimator", ESTIMATORS),
         val_batches=_choice(val_batches, "validation batches", VALIDATION_BATCHES),
         lr_min=lr_min,
+        sync_bn=sync_bn,
         color_jitter=row.color_jitter,
         lighting=row.lighting,
     )

@@ -329,7 +329,7 @@ def test_resume_refuses_other_data(tree, output, tmp_path, capsys) -> None:
     assert run_main(*args_for(other, output, "--resume")) == 2
     assert error_line(capsys) == (
         f"dada-search: error: the checkpoint in {str(output / 'run.checkpoint')!r} was made on other data "
-        f"(the pixels differ); resume with the data it was made on, or run with --overwrite instead of --resume "
+        f"(the contents differ); resume with the data it was made on, or run with --overwrite instead of --resume "
         f"to start afresh"
     )
     (other / "class2" / "7.png").unlink()
