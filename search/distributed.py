@@ -127,7 +127,9 @@ def process_group(processes: Processes, device: torch.device, timeout_s: float =
 
 
 def _bytes_tensor(data: bytes, device: torch.device) -> torch.Tensor:
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device) if data else torch.zeros(0, dtype=torch.uint8, device=device)
+    if not data:
+        return torch.zeros(0, dtype=torch.uint8, device=device)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
 
 
 def _collective_device() -> torch.device:
@@ -137,8 +139,7 @@ def _collective_device() -> torch.device:
 def broadcast_bytes(processes: Processes, data: bytes | None) -> bytes:
     """Rank 0's ``data`` on every process (the others pass None)."""
     if not processes.distributed:
-        assert data is not None
-        return data
+        return data or b""
     device = _collective_device()
     size = torch.tensor([len(data) if processes.is_main else 0], dtype=torch.int64, device=device)
     dist.broadcast(size, 0)
@@ -203,13 +204,13 @@ def barrier(processes: Processes) -> None:
 
 
 def average_(processes: Processes, tensors: list[torch.Tensor]) -> None:
-    """Replace each tensor by its mean over the processes, in place, with one collective.
+    """Replace each tensor (all of one dtype) by its mean over the processes, in place, with one collective.
 
     Every process divides the same all-reduced sum, so the results are bit-identical everywhere.
     """
     if not processes.distributed or not tensors:
         return
-    flat = torch.cat([tensor.detach().reshape(-1).to(torch.float64 if tensor.dtype == torch.float64 else torch.float32) for tensor in tensors])
+    flat = torch.cat([tensor.detach().reshape(-1) for tensor in tensors])
     dist.all_reduce(flat)
     flat.div_(processes.world_size)
     offset = 0

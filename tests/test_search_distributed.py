@@ -32,6 +32,28 @@ def _torchrun(mode: str, out: Path, options: dict, *, processes: int = 2, timeou
     )
 
 
+def test_torchrun_environment_is_read_and_checked(monkeypatch) -> None:
+    from dada_transforms.search.distributed import SINGLE, processes_from_environment
+    from dada_transforms.search.settings import SearchInputError
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert processes_from_environment() is SINGLE
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    processes = processes_from_environment()
+    assert (processes.rank, processes.world_size, processes.local_rank, processes.local_world_size) == (3, 4, 1, 2)
+    assert processes.shard(torch.arange(8)).tolist() == [6, 7]
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(SearchInputError, match="inconsistent torchrun environment"):
+        processes_from_environment()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(SearchInputError, match="RANK must be an integer"):
+        processes_from_environment()
+
+
 def _search_options(image_tree: Path, output: Path, **changes) -> dict:
     return {"dataset": "imagefolder", "name": "run", "output": str(output), "data_dir": str(image_tree),
             "epochs": 2, **TINY, **changes}

@@ -1,0 +1,208 @@
+"""Data-parallel ``dada-search`` on this machine: steps/s, scaling and peak host memory, and an 8-GPU estimate.
+
+Run through ``python bench/bench_search.py --nproc N [--stream]``. Each configuration is a
+real ``dada-search`` (the Python API) under ``torchrun --nproc-per-node P`` on a synthetic
+ImageFolder of JPEG files written to a temporary folder: 1 process, then N processes, in
+memory and (``--stream``) streamed by DataLoader workers. Each process records when each
+of its search steps ends; throughput is taken over the last epoch (the first is warm-up),
+so start-up and data loading are left out. Host memory: the growth of each process's
+peak resident set (``ru_maxrss``) above what it held once torch, torchvision and timm
+were imported, summed over the processes (the search's own memory: data, model,
+activations), and, streamed, the peak resident set of the DataLoader workers (forked, so
+it counts pages shared with their parent: an upper bound). With ``--stream`` a streamed
+run over 4x the images shows that the host memory does not grow with the dataset.
+
+The estimate of the published reduced-ImageNet search on 8 GPUs (ResNet-50, 224 px,
+global batch 32, 20 epochs of ~94 steps = 1,880 steps) is built from costs measured here,
+on ``--device``: one process's search step at batch 4 (its share of 32 on 8 GPUs), and
+the per-step communication overhead measured between the 1- and N-process runs, scaled
+to ResNet-50's gradient size. It is an estimate, not a measurement: run it on a GPU
+machine (``--device cuda``) for GPU figures.
+
+This file is also the torchrun worker (``__main__`` at the bottom).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+PUBLISHED_STEPS = 20 * 94  # reduced ImageNet: ~3,000 search-train images at batch 32, 20 epochs
+RESNET50_PARAMETERS = 25_557_032
+
+
+def make_image_folder(root: Path, count: int, size: int, classes: int = 4) -> Path:
+    """``count`` JPEG files of ``size`` px in ``classes`` folders: smooth random colour fields (decode like photos)."""
+    rng = np.random.default_rng(0)
+    for label in range(classes):
+        (root / f"class{label}").mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        low = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        image = Image.fromarray(low).resize((size, size), Image.BILINEAR)
+        image.save(root / f"class{index % classes}" / f"{index}.jpg", quality=90)
+    return root
+
+
+def _launch(processes: int, options: dict, out: Path, threads: int) -> list[dict]:
+    """One search under torchrun, ``threads`` torch threads per process; returns each process's record."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+               __file__, str(out), json.dumps(options)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"search with {processes} process(es) failed:\n{result.stderr[-3000:]}")
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(processes)]
+
+
+def _steps_per_second(records: list[dict]) -> float:
+    """Steps per second over the last epoch, from the slowest process's step end times."""
+    rates = []
+    for record in records:
+        times = record["step_ends"][-record["steps_per_epoch"] :]
+        rates.append((len(times) - 1) / (times[-1] - times[0]))
+    return min(rates)
+
+
+def _search_memory_mb(records: list[dict]) -> float:
+    return sum(record["max_rss_kb"] - record["start_rss_kb"] for record in records) / 1024
+
+
+def _worker_memory_mb(records: list[dict]) -> float:
+    return max(record["children_max_rss_kb"] for record in records) / 1024
+
+
+def scaling_report(nproc: int, stream: bool, device: str, images: int, image_size: int, model: str, batch_size: int,
+                   epochs: int, workers: int) -> float:
+    """Print steps/s, speed-up, scaling efficiency and peak host memory for 1 and ``nproc`` processes.
+
+    Returns the communication overhead per step and per model parameter (seconds): the in-memory
+    step time at ``nproc`` processes minus 1/``nproc`` of the one-process step time, over the
+    model's parameter count.
+    """
+    from dada_transforms.search.models import build_model
+
+    parameters = sum(tensor.numel() for tensor in build_model(model, 4).parameters())
+    overhead = 0.0
+    cpus = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="dada-bench-") as temporary:
+        decoded_mb = images * 3 * image_size**2 / 2**20
+        print(f"data-parallel search: {images} JPEG images ({decoded_mb:.0f} MB decoded at {image_size} px), {model}, "
+              f"global batch {batch_size}, {epochs} epochs (the last one timed), device {device}, one torch thread "
+              f"per process ({cpus} CPU threads here)")
+        print(f"{'data path':>10} {'images':>7} {'processes':>9} {'steps/s':>8} {'images/s':>9} {'speed-up':>8} "
+              f"{'efficiency':>10} {'search host MB':>14} {'workers MB':>10}")
+        runs = [("memory", images, process_count) for process_count in sorted({1, nproc})]
+        if stream:
+            runs += [("stream", images, process_count) for process_count in sorted({1, nproc})]
+            runs.append(("stream", 4 * images, 1))
+        rates: dict[tuple[str, int, int], float] = {}
+        for data_path, count, processes in runs:
+            root = Path(temporary) / f"images-{count}"
+            if not root.exists():
+                make_image_folder(root, count, 2 * image_size)
+            options = {"dataset": "imagefolder", "data_dir": str(root), "name": "bench", "model": model,
+                       "image_size": image_size, "batch_size": batch_size, "epochs": epochs, "device": device,
+                       "data_path": data_path, "progress": False,
+                       "output": str(Path(temporary) / f"out-{data_path}-{count}-{processes}")}
+            if data_path == "stream":
+                options["workers"] = workers
+            records = _launch(processes, options, Path(temporary) / f"records-{data_path}-{count}-{processes}", 1)
+            rate = rates[data_path, count, processes] = _steps_per_second(records)
+            speedup = rate / rates[data_path, count, 1]
+            workers_mb = f"{_worker_memory_mb(records):>10.0f}" if data_path == "stream" else f"{'-':>10}"
+            print(f"{data_path:>10} {count:>7} {processes:>9} {rate:>8.2f} {rate * batch_size:>9.0f} {speedup:>7.2f}x "
+                  f"{speedup / processes:>9.0%} {_search_memory_mb(records):>14.0f} {workers_mb}")
+    print("  efficiency = speed-up / processes at the same global batch (strong scaling); search host MB = growth of "
+          "the processes' peak memory above their start (summed); workers MB = peak of one process's decoding workers")
+    if nproc == 1:
+        return 0.0
+    return max(0.0, 1 / rates["memory", images, nproc] - 1 / rates["memory", images, 1] / nproc) / parameters
+
+
+def estimate_published_imagenet(device: str, nproc_overhead_s: float | None = None, steps: int = 3) -> None:
+    """Estimate the published reduced-ImageNet search on 8 GPUs from one process's step at batch 4 here."""
+    from dada_transforms.search.augmentation import AugmentationParameters
+    from dada_transforms.search.batches import crop_and_flip
+    from dada_transforms.search.bilevel import BilevelSearchStep
+    from dada_transforms.search.models import build_model
+
+    target = torch.device(device)
+    torch.manual_seed(0)
+    generator = torch.Generator(device=target).manual_seed(0)
+    model = build_model("resnet50", 120).to(target)
+    augmentation = AugmentationParameters().to(target)
+    step = BilevelSearchStep(model, augmentation, lr=0.00125, weight_decay=1e-4, cutout=16,
+                             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), color_jitter=0.4, lighting=0.1,
+                             generator=generator)
+    images = torch.randint(0, 256, (8, 3, 224, 224), dtype=torch.uint8, generator=generator, device=target)
+    labels = torch.randint(0, 120, (8,), generator=generator, device=target)
+    seconds = []
+    for index in range(steps + 1):
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
+        start = time.perf_counter()
+        step.step(crop_and_flip(images[:4], 28, generator), labels[:4], images[4:], labels[4:])
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
+        if index:  # the first step warms up
+            seconds.append(time.perf_counter() - start)
+    per_step = statistics.median(seconds)
+    total = PUBLISHED_STEPS * per_step
+    print(f"published reduced-ImageNet search (ResNet-50, 224 px, global batch 32 = 4 per GPU, {PUBLISHED_STEPS} steps) "
+          f"on 8 processes like this one ({device}):")
+    print(f"  measured: one process's search step at batch 4: {per_step:.3f} s (median of {steps})")
+    if nproc_overhead_s is not None:
+        communication = nproc_overhead_s * RESNET50_PARAMETERS
+        print(f"  communication: {communication:.3f} s per step (the overhead per parameter measured between 1 and N "
+              f"processes above, times ResNet-50's {RESNET50_PARAMETERS / 1e6:.1f} M parameters)")
+        total += PUBLISHED_STEPS * communication
+    print(f"  estimate: {total / 3600:.2f} hours (the paper: 1.3 GPU-hours on one GPU)")
+
+
+def _worker(out: Path, options: dict) -> None:
+    import timm  # noqa: F401  (imported by the search anyway: counted in the start)
+    import torchvision  # noqa: F401
+
+    from dada_transforms.search.bilevel import BilevelSearchStep
+    from dada_transforms.search.loop import search
+
+    start_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step_ends: list[float] = []
+    real_step = BilevelSearchStep.step
+
+    def timed_step(self, *arguments):
+        stats = real_step(self, *arguments)
+        if stats.loss.device.type == "cuda":
+            torch.cuda.synchronize(stats.loss.device)
+        step_ends.append(time.perf_counter())
+        return stats
+
+    BilevelSearchStep.step = timed_step
+    dataset = options.pop("dataset")
+    search(dataset, **options)
+    rank = int(os.environ.get("RANK", "0"))
+    steps_per_epoch = len(step_ends) // options["epochs"]
+    record = {
+        "step_ends": step_ends,
+        "steps_per_epoch": steps_per_epoch,
+        "start_rss_kb": start_rss_kb,
+        "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "children_max_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    }
+    (out / f"rank{rank}.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]), json.loads(sys.argv[2]))
