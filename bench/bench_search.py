@@ -15,16 +15,20 @@ load changes affects both; medians are reported.
 weight (alpha) and probability (p) gradient estimates of each estimator, on a
 real short search: scikit-learn's 1,797 handwritten digits (offline, upscaled
 to 16 px RGB), WRN-10-1, batch 32, the control variate trained as RELAX trains
-it. At a few points of the search, the same weights, parameters and batches
-are augmented by many independent draws; each draw's objective values feed
-every estimator, so the estimators are compared on identical draws:
+it. At a few points of the search (the same weights and parameters), several
+random batches are each augmented by many independent draws; each draw's
+objective values feed every estimator, so the estimators are compared on
+identical draws. The variance over one batch's draws (the part an estimator
+changes) is averaged over the batches, and its ratio to ``c = 0`` comes with a
+90% bootstrap interval over the batches (the noise of the comparison):
 
 - ``relax``: RELAX with the trained control variate c_phi;
 - ``c = 0``: RELAX with c = 0 (``--estimator score-function``);
 - ``authors``: the authors' effective estimator, computed as their code does
   (F times the autograd score of every Bernoulli and the categorical log-prob);
 - ``baseline``: the default (the chosen sub-policy's bits, minus the other
-  draws' shrunk mean with per-sample sampling; no baseline with one draw).
+  draws' shrunk mean with per-sample sampling, or the step's running baseline
+  of the search's earlier steps with per-batch sampling).
 
 ``--variance`` measures both samplings unless ``--sampling`` names one.
 
@@ -167,8 +171,21 @@ def _authors_estimate(values: torch.Tensor, alpha: torch.Tensor, probabilities: 
     return torch.autograd.grad((values * log_probability).mean(), (alpha, probabilities))
 
 
-def variance_report(device: torch.device, sampling: str, draws: int, points: int, seed: int) -> None:
-    """Per-parameter variance of each estimator's alpha and p estimates at ``points`` moments of a short search."""
+def _ratio_interval(values: torch.Tensor, reference: torch.Tensor, seed: int) -> tuple[float, float]:
+    """5% and 95% bootstrap quantiles over the batches of ``sum(values) / sum(reference)`` (paired per batch)."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, values.shape[0], (2000, values.shape[0]), generator=generator)
+    ratios = values[picks].sum(1) / reference[picks].sum(1)
+    low, high = ratios.quantile(torch.tensor([0.05, 0.95], dtype=ratios.dtype)).tolist()
+    return low, high
+
+
+def variance_report(device: torch.device, sampling: str, batches: int, draws: int, points: int, seed: int) -> None:
+    """Per-parameter variance of each estimator's alpha and p estimates at ``points`` moments of a short search.
+
+    At each point ``batches`` random batches are augmented by ``draws`` draws each: the variance over the
+    draws of one batch (what the estimators change), mean over the entries, averaged over the batches.
+    """
     images, labels = _digits(16)
     train_indices, val_indices = split_halves(labels)
     train_images, train_labels = images[train_indices].to(device), labels[train_indices].to(device)
@@ -183,41 +200,60 @@ def variance_report(device: torch.device, sampling: str, draws: int, points: int
         sampling=sampling, estimator="relax", generator=generator,
     )
     batch, steps_per_epoch = 32, len(train_indices) // 32
+
+    def random_batch() -> slice:
+        start = torch.randint(0, len(train_indices) - batch, (1,), generator=generator, device=device).item()
+        return slice(start, start + batch)
+
     names = ("relax (trained c)", "c = 0", "authors' effective", "baseline (default)")
-    print(f"variance of the gradient estimates, {sampling} sampling, {draws} draws per point; digits 16 px, "
-          f"WRN-10-1, batch {batch}; phi trained by RELAX during the search; device {device}")
-    print(f"  {'step':>5} {'param':>5} " + " ".join(f"{name:>20}" for name in names) + "   (mean over entries)")
+    print(f"variance of the gradient estimates, {sampling} sampling, {batches} batches x {draws} draws per point; "
+          f"digits 16 px, WRN-10-1, batch {batch}; phi trained by RELAX during the search; device {device}")
+    print("  mean over the entries of the variance over one batch's draws, averaged over the batches; "
+          "(ratio to c = 0, 90% bootstrap interval over the batches)")
+    print(f"  {'step':>5} {'param':>5} " + " ".join(f"{name:>31}" for name in names))
     for point in range(points):
-        start = (point * steps_per_epoch) % (len(train_indices) - batch)
-        part = slice(start, start + batch)
-        crop = crop_and_flip(train_images[part], 2, generator)
-        estimates = {name: ([], []) for name in names}
         alpha, probabilities = augmentation.alpha, augmentation.probabilities
-        for _ in range(draws):
-            sample = augmentation.sample(batch, sampling == "per-sample", generator)
-            values = step.architecture_gradients(crop, train_labels[part], val_images[part], val_labels[part], sample)["values"]
-            discrete = sample.discrete
-            results = [
-                relax.relax_gradients(values, alpha, probabilities, discrete, augmentation.control_variate, 0.5),
-                relax.score_function_gradients(values, alpha, probabilities, discrete),
-                relax.GradientEstimate(*_authors_estimate(values, alpha, probabilities, discrete)),
-                relax.baseline_gradients(
-                    values,
-                    relax.leave_one_out(values) if values.shape[0] > 1 else torch.zeros_like(values),
-                    alpha, probabilities, discrete,
-                ),
-            ]
-            for name, result in zip(names, results):
-                estimates[name][0].append(result.alpha.detach())
-                estimates[name][1].append(result.probabilities.detach())
+        running = step.running_baseline.state_dict()  # the measuring draws must not enter it
+        per_batch = {name: ([], []) for name in names}  # per batch: mean over entries of the variance over draws
+        for _ in range(batches):
+            part = random_batch()
+            crop = crop_and_flip(train_images[part], 2, generator)
+            estimates = {name: ([], []) for name in names}
+            for _ in range(draws):
+                sample = augmentation.sample(batch, sampling == "per-sample", generator)
+                values = step.architecture_gradients(
+                    crop, train_labels[part], val_images[part], val_labels[part], sample
+                )["values"]
+                step.running_baseline.load_state_dict(running)
+                baselines = (
+                    relax.leave_one_out(values) if values.shape[0] > 1
+                    else step.running_baseline.value(values).expand_as(values)
+                )
+                discrete = sample.discrete
+                results = [
+                    relax.relax_gradients(values, alpha, probabilities, discrete, augmentation.control_variate, 0.5),
+                    relax.score_function_gradients(values, alpha, probabilities, discrete),
+                    relax.GradientEstimate(*_authors_estimate(values, alpha, probabilities, discrete)),
+                    relax.baseline_gradients(values, baselines, alpha, probabilities, discrete),
+                ]
+                for name, result in zip(names, results):
+                    estimates[name][0].append(result.alpha.detach())
+                    estimates[name][1].append(result.probabilities.detach())
+            for name in names:
+                for index in range(2):
+                    per_batch[name][index].append(torch.stack(estimates[name][index]).var(0).mean().item())
         done = point * steps_per_epoch
         for index, parameter in enumerate(("alpha", "p")):
-            variances = [torch.stack(estimates[name][index]).var(0).mean().item() for name in names]
-            cells = " ".join(f"{value:10.3e} ({value / variances[1]:6.3f}x)" for value in variances)
-            print(f"  {done:>5} {parameter:>5} {cells}")
+            variances = {name: torch.tensor(per_batch[name][index], dtype=torch.float64) for name in names}
+            reference = variances["c = 0"]
+            cells = []
+            for name in names:
+                low, high = _ratio_interval(variances[name], reference, seed)
+                value = variances[name].mean().item()
+                cells.append(f"{value:9.2e} ({value / reference.mean().item():5.3f}x, {low:5.3f}-{high:5.3f})")
+            print(f"  {done:>5} {parameter:>5} {' '.join(cells)}")
         for _ in range(steps_per_epoch):  # train on: one epoch of RELAX steps to the next point
-            start = torch.randint(0, len(train_indices) - batch, (1,), generator=generator, device=device).item()
-            part = slice(start, start + batch)
+            part = random_batch()
             step.step(crop_and_flip(train_images[part], 2, generator), train_labels[part], val_images[part], val_labels[part])
 
 
@@ -230,7 +266,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 1 on CPU, 5 on CUDA)")
     parser.add_argument("--sampling", choices=("per-batch", "per-sample"), default="per-batch")
     parser.add_argument("--variance", action="store_true", help="measure the estimators' variances instead (see above)")
-    parser.add_argument("--draws", type=int, default=48, help="--variance: draws per measuring point (default 48)")
+    parser.add_argument("--batches", type=int, default=8, help="--variance: batches per measuring point (default 8)")
+    parser.add_argument("--draws", type=int, default=12, help="--variance: draws per batch (default 12)")
     parser.add_argument("--points", type=int, default=3, help="--variance: measuring points, an epoch apart (default 3)")
     args = parser.parse_args()
     args.sampling_given = any(argument.startswith("--sampling") for argument in sys.argv[1:])
@@ -238,7 +275,7 @@ def main() -> None:
         device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
         samplings = [args.sampling] if args.sampling_given else ["per-batch", "per-sample"]
         for sampling in samplings:
-            variance_report(device, sampling, args.draws, args.points, seed=0)
+            variance_report(device, sampling, args.batches, args.draws, args.points, seed=0)
         return
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():

@@ -41,7 +41,14 @@ from torch.func import functional_call
 from .augmentation import MAGNITUDE_GRADIENTS, AugmentationDraw, AugmentationParameters, AugmentedBatch
 from .batches import color_jitter, draw_color_jitter, draw_lighting, lighting
 from .distributed import SINGLE, Processes, average_, gather
-from .relax import GradientEstimate, baseline_gradients, leave_one_out, relax_gradients, score_function_gradients
+from .relax import (
+    GradientEstimate,
+    RunningBaseline,
+    baseline_gradients,
+    leave_one_out,
+    relax_gradients,
+    score_function_gradients,
+)
 from .settings import ESTIMATORS
 
 SAMPLINGS = ("per-batch", "per-sample")
@@ -167,6 +174,7 @@ class BilevelSearchStep:
         self.unrolled = bool(unrolled)
         self.generator = generator
         self.processes = processes
+        self.running_baseline = RunningBaseline()  # the default estimator's baseline with one draw per step
         self._trained_model = model
         if processes.distributed:
             on_cuda = next(model.parameters()).device.type == "cuda"
@@ -235,7 +243,11 @@ class BilevelSearchStep:
         parameters = {name: parameter for name, parameter in trainable}
         logits = functional_call(self.model, {**parameters, **buffers}, inputs.detach())
         weight_gradients = torch.autograd.grad(F.cross_entropy(logits, train_labels), list(parameters.values()))
-        return self._hypergradients(inputs, train_labels, val_images, val_labels, weight_gradients, sample)
+        running = self.running_baseline.state_dict()
+        try:
+            return self._hypergradients(inputs, train_labels, val_images, val_labels, weight_gradients, sample)
+        finally:
+            self.running_baseline.load_state_dict(running)  # measuring leaves the baseline's history as it was
 
     def _prepare(self, train_images, train_labels, val_images, val_labels, sample=None):
         """Check the batches, draw (unless given) and build the augmented model input."""
@@ -295,20 +307,28 @@ class BilevelSearchStep:
         }
 
     def _estimate(self, values: torch.Tensor, sample: AugmentationDraw) -> GradientEstimate:
-        """The (alpha, p) estimate of the configured estimator from the draws' objective values."""
+        """The (alpha, p) estimate of the configured estimator from the draws' objective values.
+
+        With one draw in all (per-batch sampling, one process) this step's value
+        then joins :attr:`running_baseline`, whatever the estimator (so a search
+        resumed with another estimator, or measured, sees the same statistics).
+        """
         augmentation = self.augmentation
         alpha, probabilities, discrete = augmentation.alpha, augmentation.probabilities, sample.discrete
+        one_draw = values.shape[0] * self.processes.world_size == 1
+        if one_draw:
+            running = self.running_baseline.value(values)  # from earlier steps only: fixed before this draw
+            self.running_baseline.update(values)
         if self.estimator == "relax":
             return relax_gradients(
                 values, alpha, probabilities, discrete, augmentation.control_variate, augmentation.temperature
             )
         if self.estimator == "score-function":
             return score_function_gradients(values, alpha, probabilities, discrete)
-        # every process's draws count (N processes: N draws per batch); one draw in all: no baseline, as
-        # earlier batches' values measured worse than none (docs/search-algorithm.md)
-        every_value = gather(self.processes, values)
-        baselines = leave_one_out(every_value) if every_value.shape[0] > 1 else torch.zeros_like(every_value)
-        baselines = self.processes.shard(baselines)
+        if one_draw:
+            baselines = running.expand_as(values)
+        else:  # every process's draws count (N processes: N draws per batch), each one's baseline from the others'
+            baselines = self.processes.shard(leave_one_out(gather(self.processes, values)))
         return baseline_gradients(values, baselines, alpha, probabilities, discrete)
 
     def _architecture_step(self, gradients: dict[str, torch.Tensor]) -> None:
@@ -401,12 +421,18 @@ class BilevelSearchStep:
     # -- resume ----------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Both optimisers' states (tensors and plain values)."""
-        return {"weight_optimizer": self.weight_optimizer.state_dict(), "arch_optimizer": self.arch_optimizer.state_dict()}
+        """Both optimisers' states and the running baseline's statistics (tensors and plain values)."""
+        return {
+            "weight_optimizer": self.weight_optimizer.state_dict(),
+            "arch_optimizer": self.arch_optimizer.state_dict(),
+            "running_baseline": self.running_baseline.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
-        if not isinstance(state, dict) or set(state) != {"weight_optimizer", "arch_optimizer"}:
-            raise ValueError(f"expected a dict with 'weight_optimizer' and 'arch_optimizer', got {state!r:.200}")
+        keys = {"weight_optimizer", "arch_optimizer", "running_baseline"}
+        if not isinstance(state, dict) or set(state) != keys:
+            raise ValueError(f"expected a dict with {sorted(keys)}, got {state!r:.200}")
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.running_baseline.load_state_dict(state["running_baseline"])

@@ -270,7 +270,7 @@ def search(
             progress,
             f"dada-search: {settings.dataset}, {len(train)} search-train + {len(val)} search-val images of "
             f"{settings.image_size}px ({how}), {settings.model}, {steps_per_epoch} steps/epoch on {device}"
-            + (f" and {processes.world_size - 1} more processes" if processes.distributed else "")
+            + (f", {processes.world_size} processes sharing each batch" if processes.distributed else "")
             + (f", resuming after epoch {start_epoch}" if start_epoch else ""),
         )
         with bar:

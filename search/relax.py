@@ -262,6 +262,63 @@ def shrunk_mean(mean: torch.Tensor, variance_of_mean: torch.Tensor) -> torch.Ten
     return mean * square / (square + variance_of_mean).clamp_min(torch.finfo(mean.dtype).tiny)
 
 
+class RunningBaseline:
+    """A baseline for one draw per step: earlier steps' values, exponentially weighted, their mean shrunk.
+
+    With one draw per step there are no other draws to take a baseline from;
+    this one is fixed before the step's draw (it depends only on earlier steps'
+    values), so subtracting it keeps the estimate unbiased. It is the weighted
+    mean ``m`` of earlier values (weights ``decay ** age``), shrunk by
+    :func:`shrunk_mean` with the variance of ``m`` as an estimate of their mean
+    (their weighted variance over the effective count ``(sum w)^2 / sum w^2``),
+    so it fades to 0 where the values' mean is lost in their spread; 0 until
+    two values were seen. The statistics are float64 tensors on the values' device.
+    """
+
+    def __init__(self, decay: float = 0.98) -> None:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
+            raise ValueError(f"decay must be a number in (0, 1), got {decay!r}")
+        self.decay = float(decay)
+        self._statistics = torch.zeros(4, dtype=torch.float64)  # sum w, sum w^2, weighted mean, weighted squared deviations
+
+    def value(self, like: torch.Tensor) -> torch.Tensor:
+        """The baseline, a 0-dim tensor of ``like``'s dtype and device."""
+        weight, square_weight, mean, deviations = self._on(like.device).unbind()
+        reliable = weight - square_weight / weight.clamp_min(1e-300)  # sum w - sum w^2 / sum w: 0 with one value
+        variance_of_mean = deviations / reliable.clamp_min(1e-300) * square_weight / weight.clamp_min(1e-300).square()
+        baseline = shrunk_mean(mean, variance_of_mean)
+        return torch.where(reliable > 1e-6, baseline, torch.zeros_like(baseline)).to(like.dtype)
+
+    def update(self, values: torch.Tensor) -> None:
+        """Add this step's values (their mean, as one observation)."""
+        statistics = self._on(values.device)
+        weight, square_weight, mean, deviations = statistics.unbind()
+        observation = values.detach().double().mean()
+        weight = self.decay * weight + 1
+        delta = observation - mean
+        new_mean = mean + delta / weight
+        deviations = self.decay * deviations + delta * (observation - new_mean)
+        self._statistics = torch.stack((weight, self.decay**2 * square_weight + 1, new_mean, deviations))
+
+    def _on(self, device: torch.device) -> torch.Tensor:
+        if self._statistics.device != device:
+            self._statistics = self._statistics.to(device)
+        return self._statistics
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The statistics (a float64 tensor [4]) for a checkpoint."""
+        return {"statistics": self._statistics.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        statistics = state.get("statistics") if isinstance(state, dict) else None
+        if set(state if isinstance(state, dict) else ()) != {"statistics"} or not (
+            isinstance(statistics, torch.Tensor) and statistics.shape == (4,) and statistics.is_floating_point()
+        ):
+            raise ValueError(f"expected {{'statistics': a float tensor [4]}}, got {state!r:.200}")
+        self._statistics = statistics.to(self._statistics.device, torch.float64).clone()
+
+
 def leave_one_out(values: torch.Tensor) -> torch.Tensor:
     """``[D]``: for each draw a baseline from the *other* draws' values only: their mean, shrunk by :func:`shrunk_mean`.
 

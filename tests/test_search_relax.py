@@ -11,11 +11,13 @@ from dada_transforms.ops import OPERATION_NAMES
 from dada_transforms.search import SUB_POLICIES
 from dada_transforms.search.relax import (
     ControlVariate,
+    RunningBaseline,
     baseline_gradients,
     draw,
     leave_one_out,
     relax_gradients,
     score_function_gradients,
+    shrunk_mean,
 )
 from dada_transforms.search.settings import ESTIMATORS
 
@@ -119,25 +121,104 @@ def _total_variance(estimates) -> float:
     return sum(part.var(0).sum().item() for part in estimates)
 
 
-@pytest.mark.parametrize("draws", [1, 8])
-def test_default_estimator_has_less_variance_than_no_control_variate(draws):
-    table, alpha, probabilities = _problem(seed=3)
-    with torch.no_grad():
-        table += 3.0  # a mean far from 0, as the search's objective often has: what a baseline removes
-    generator = torch.Generator().manual_seed(7)
+def _default_estimates(table, alpha, probabilities, draws: int, steps: int, seed: int, decay: float = 0.98):
+    """The default estimator as the step runs it, and c = 0 on the same draws, for ``steps`` steps of ``draws`` draws.
+
+    Several draws: the leave-one-out baseline; one draw: the running baseline of
+    the earlier steps' values (read before this step's value joins it).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    running = RunningBaseline(decay)
     default, plain = [], []
-    for _ in range(400):
+    for _ in range(steps):
         sample = draw(alpha, probabilities, draws, generator)
         values = _values(table, sample)
-        baselines = leave_one_out(values) if draws > 1 else torch.zeros(1, dtype=values.dtype)  # as the step does
+        if draws > 1:
+            baselines = leave_one_out(values)
+        else:
+            baselines = running.value(values).expand_as(values)
+            running.update(values)
         default.append(baseline_gradients(values, baselines, alpha, probabilities, sample))
         plain.append(score_function_gradients(values, alpha, probabilities, sample))
+    return default, plain
+
+
+def _variances(results) -> tuple[float, float]:
+    """Per-parameter variance of the alpha and p estimates, summed over the entries."""
+    return tuple(torch.stack([getattr(r, name) for r in results]).var(0).sum().item() for name in ("alpha", "probabilities"))
+
+
+@pytest.mark.parametrize("draws", [1, 8])
+@pytest.mark.parametrize("offset", [3.0, 0.0])
+def test_default_estimator_has_no_more_variance_than_no_control_variate(draws, offset):
+    """For alpha and for p, with one draw per step (per-batch) and with several (per-sample).
+
+    With a mean far from 0 (offset 3, as the search's objective often has) the
+    baseline removes most of alpha's variance; with a mean lost in the spread
+    (offset 0) the shrunk baseline fades and alpha's variance stays about that
+    of c = 0: the shrunk mean of n noisy values adds about half its own
+    variance, 1/(2n) of the values' (the running baseline: n ~ 99; leave-one-out
+    of 8 draws: n = 7).
+    """
+    table, alpha, probabilities = _problem(seed=3)
+    with torch.no_grad():
+        table += offset - table.mean()
+    default, plain = _default_estimates(table, alpha, probabilities, draws, steps=600, seed=7)
     assert ESTIMATORS[0] == "baseline"  # the default
+    (default_alpha, default_p), (plain_alpha, plain_p) = _variances(default), _variances(plain)
+    assert default_p < 0.8 * plain_p  # the other sub-policies' bits are not scored
+    assert default_alpha < (0.3 if offset else 1.03 if draws == 1 else 1.15) * plain_alpha, (default_alpha, plain_alpha)
 
-    def variance(results):
-        return _total_variance((torch.stack([r.alpha for r in results]), torch.stack([r.probabilities for r in results])))
 
-    assert variance(default) < 0.5 * variance(plain)
+@pytest.mark.parametrize("decay", [0.5, 0.98])
+def test_default_estimator_with_one_draw_per_step_is_unbiased(decay):
+    """The running baseline is read before the step's value joins it (with decay 0.5 a baseline that
+    included the step's own value would halve the estimate)."""
+    table, alpha, probabilities = _problem()
+    with torch.no_grad():
+        table += 3.0  # a mean far from 0: the baseline is large
+    exact_alpha, exact_probabilities = _exact_gradients(table, alpha, probabilities)
+    default, _ = _default_estimates(table, alpha, probabilities, draws=1, steps=3000, seed=11, decay=decay)
+    for name, exact in (("alpha", exact_alpha), ("probabilities", exact_probabilities)):
+        estimates = torch.stack([getattr(result, name) for result in default]).view(30, 100, *exact.shape).mean(1)
+        standard_error = estimates.std(0) / 30**0.5
+        assert torch.all((estimates.mean(0) - exact).abs() < 4.5 * standard_error + 1e-3), (estimates.mean(0), exact)
+
+
+def test_running_baseline_is_the_shrunk_weighted_mean_of_earlier_values():
+    values = torch.tensor([0.5, -0.1, 0.3, 0.9, 0.2, 0.4], dtype=torch.float64)
+    running = RunningBaseline(decay=0.8)
+    like = torch.zeros(1, dtype=torch.float64)
+    for count, value in enumerate(values):
+        expected = torch.zeros((), dtype=torch.float64)  # nothing before two values
+        if count >= 2:
+            seen = values[:count]
+            weights = 0.8 ** torch.arange(count - 1, -1, -1, dtype=torch.float64)
+            total, squares = weights.sum(), weights.square().sum()
+            mean = (weights * seen).sum() / total
+            variance = (weights * (seen - mean).square()).sum() / (total - squares / total)
+            expected = shrunk_mean(mean, variance * squares / total**2)
+        torch.testing.assert_close(running.value(like), expected)
+        running.update(value.view(1).float())
+    assert running.value(torch.zeros(1)).dtype == torch.float32
+    resumed = RunningBaseline(decay=0.8)
+    resumed.load_state_dict(running.state_dict())
+    assert torch.equal(resumed.value(like), running.value(like))
+    with pytest.raises(ValueError, match="statistics"):
+        resumed.load_state_dict({"statistics": torch.zeros(3)})
+    with pytest.raises(ValueError, match="decay"):
+        RunningBaseline(decay=1.0)
+
+
+def test_running_baseline_fades_where_the_mean_is_lost_in_the_spread():
+    generator = torch.Generator().manual_seed(0)
+    clear, lost = RunningBaseline(), RunningBaseline()
+    for _ in range(200):
+        clear.update(torch.randn(1, generator=generator) * 0.1 + 1.0)
+        lost.update(torch.randn(1, generator=generator) * 10.0 + 0.1)
+    like = torch.zeros(1)
+    assert 0.9 < clear.value(like) < 1.1
+    assert lost.value(like).abs() < 0.5 * 10.0 / 99**0.5  # under half the standard error of the mean
 
 
 @pytest.mark.parametrize("inward", [True, False])
