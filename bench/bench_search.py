@@ -37,6 +37,7 @@ Usage::
     python bench/bench_search.py                      # CPU, and CUDA when available
     python bench/bench_search.py --device cuda --steps 50
     python bench/bench_search.py --variance --device cpu
+    python bench/bench_search.py --nproc 2 --stream --device cpu   # data-parallel: see bench/search_scaling.py
 """
 
 from __future__ import annotations
@@ -260,8 +261,8 @@ def variance_report(device: torch.device, sampling: str, batches: int, draws: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
-    parser.add_argument("--model", default="wrn-40-2")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--model", help="network (default wrn-40-2; with --nproc wrn-16-2)")
+    parser.add_argument("--batch-size", type=int, help="(global) batch (default 128; with --nproc 64)")
     parser.add_argument("--steps", type=int, help="timed steps (default 3 on CPU, 32 on CUDA)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 1 on CPU, 5 on CUDA)")
     parser.add_argument("--sampling", choices=("per-batch", "per-sample"), default="per-batch")
@@ -269,8 +270,24 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8, help="--variance: batches per measuring point (default 8)")
     parser.add_argument("--draws", type=int, default=12, help="--variance: draws per batch (default 12)")
     parser.add_argument("--points", type=int, default=3, help="--variance: measuring points, an epoch apart (default 3)")
+    parser.add_argument("--nproc", type=int, help="time real data-parallel searches on 1 and N processes instead (torchrun)")
+    parser.add_argument("--stream", action="store_true", help="--nproc: also with the images streamed from files")
+    parser.add_argument("--images", type=int, default=1024, help="--nproc: images in the synthetic image folder (default 1024)")
+    parser.add_argument("--image-size", type=int, default=32, help="--nproc: image size searched (default 32)")
+    parser.add_argument("--epochs", type=int, default=2, help="--nproc: epochs per search, the last one timed (default 2)")
+    parser.add_argument("--workers", type=int, default=1, help="--nproc --stream: decoding workers per process (default 1)")
     args = parser.parse_args()
     args.sampling_given = any(argument.startswith("--sampling") for argument in sys.argv[1:])
+    if args.nproc is not None:
+        from search_scaling import estimate_published_imagenet, memory_sweep, scaling_report
+
+        device = "cuda" if args.device == "cuda" else "cpu"
+        overhead = scaling_report(args.nproc, args.stream, device, args.images, args.image_size,
+                                  args.model or "wrn-16-2", args.batch_size or 64, args.epochs, args.workers)
+        if args.stream:
+            memory_sweep(args.images, args.workers)
+        estimate_published_imagenet(device, overhead if args.nproc > 1 else None)
+        return
     if args.variance:
         device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
         samplings = [args.sampling] if args.sampling_given else ["per-batch", "per-sample"]
@@ -285,7 +302,7 @@ def main() -> None:
         on_cuda = device == "cuda"
         steps = args.steps if args.steps is not None else (32 if on_cuda else 3)
         warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
-        bench(torch.device(device), args.model, args.batch_size, steps, warmup, args.sampling)
+        bench(torch.device(device), args.model or "wrn-40-2", args.batch_size or 128, steps, warmup, args.sampling)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ so start-up and data loading are left out. Host memory: the growth of each proce
 peak resident set (``ru_maxrss``) above what it held once torch, torchvision and timm
 were imported, summed over the processes (the search's own memory: data, model,
 activations), and, streamed, the peak resident set of the DataLoader workers (forked, so
-it counts pages shared with their parent: an upper bound). With ``--stream`` a streamed
-run over 4x the images shows that the host memory does not grow with the dataset.
+it counts pages shared with their parent: an upper bound). With ``--stream`` a data-path
+sweep (no training) reads one epoch of image folders of 1x, 4x and 16x the images at
+96 px, in memory and streamed, each in a fresh process, and prints the peak memory each
+path added: in memory it grows with the dataset, streamed it stays at the workers' prefetch.
 
 The estimate of the published reduced-ImageNet search on 8 GPUs (ResNet-50, 224 px,
 global batch 32, 20 epochs of ~94 steps = 1,880 steps) is built from costs measured here,
@@ -106,7 +108,6 @@ def scaling_report(nproc: int, stream: bool, device: str, images: int, image_siz
         runs = [("memory", images, process_count) for process_count in sorted({1, nproc})]
         if stream:
             runs += [("stream", images, process_count) for process_count in sorted({1, nproc})]
-            runs.append(("stream", 4 * images, 1))
         rates: dict[tuple[str, int, int], float] = {}
         for data_path, count, processes in runs:
             root = Path(temporary) / f"images-{count}"
@@ -129,6 +130,51 @@ def scaling_report(nproc: int, stream: bool, device: str, images: int, image_siz
     if nproc == 1:
         return 0.0
     return max(0.0, 1 / rates["memory", images, nproc] - 1 / rates["memory", images, 1] / nproc) / parameters
+
+
+def memory_sweep(images: int, workers: int, batch_size: int = 64, image_size: int = 96) -> None:
+    """Peak host memory added by each data path over one epoch, for 1x, 4x and 16x ``images`` (no training)."""
+    print(f"data path alone, one epoch at {image_size} px, batch {batch_size}, {workers} decoding worker(s): "
+          f"peak host memory added (MB)")
+    print(f"{'images':>7} {'decoded MB':>10} {'memory':>8} {'stream':>8} {'stream workers':>14}")
+    with tempfile.TemporaryDirectory(prefix="dada-bench-") as temporary:
+        for count in (images, 4 * images, 16 * images):
+            root = make_image_folder(Path(temporary) / f"images-{count}", count, 2 * image_size)
+            added = {}
+            for data_path in ("memory", "stream"):
+                probe = {"root": str(root), "image_size": image_size, "batch_size": batch_size, "workers": workers,
+                         "data_path": data_path}
+                result = subprocess.run([sys.executable, __file__, "--data-path-probe", json.dumps(probe)],
+                                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                if result.returncode != 0:
+                    raise SystemExit(f"data-path probe failed:\n{result.stderr[-3000:]}")
+                added[data_path] = json.loads(result.stdout)
+            print(f"{count:>7} {count * 3 * image_size**2 / 2**20:>10.0f} {added['memory']['added_mb']:>8.0f} "
+                  f"{added['stream']['added_mb']:>8.0f} {added['stream']['workers_mb']:>14.0f}")
+
+
+def _data_path_probe(probe: dict) -> None:
+    """One epoch of search-train and search-val batches from one data path; prints the memory it added (JSON)."""
+    from dada_transforms.search.data import open_search_images, split_halves
+    from dada_transforms.search.streaming import MemoryBatches, StreamedBatches
+
+    start_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    data = open_search_images("imagefolder", probe["root"], image_size=probe["image_size"], data_path=probe["data_path"])
+    train_indices, val_indices = split_halves(data.labels)
+    train, val = data.subset(train_indices), data.subset(val_indices)
+    if probe["data_path"] == "stream":
+        source = StreamedBatches(train, val, torch.device("cpu"), workers=probe["workers"])
+    else:
+        source = MemoryBatches(train, val)
+    order = torch.randperm(len(train))
+    batches = list(order[: len(order) // probe["batch_size"] * probe["batch_size"]].split(probe["batch_size"]))
+    total = 0
+    for train_images, _, val_images, _ in source.batches(batches, [batch % len(val) for batch in batches]):
+        total += int(train_images[:, :, 0, 0].sum()) + int(val_images[:, :, 0, 0].sum())  # touch every batch
+    print(json.dumps({
+        "added_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_kb) / 1024,
+        "workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }))
 
 
 def estimate_published_imagenet(device: str, nproc_overhead_s: float | None = None, steps: int = 3) -> None:
@@ -205,4 +251,7 @@ def _worker(out: Path, options: dict) -> None:
 
 
 if __name__ == "__main__":
-    _worker(Path(sys.argv[1]), json.loads(sys.argv[2]))
+    if sys.argv[1] == "--data-path-probe":
+        _data_path_probe(json.loads(sys.argv[2]))
+    else:
+        _worker(Path(sys.argv[1]), json.loads(sys.argv[2]))
