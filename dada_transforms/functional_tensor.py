@@ -12,6 +12,7 @@ map itself on float. No kernel reads a value back to the host.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -37,9 +38,10 @@ def _fill_tensor(rgb: tuple[int, int, int] | None, images: torch.Tensor) -> torc
 
 
 def _to_images_dtype(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Float results back to the images' dtype: uint8 truncates as PIL does."""
+    """Float results back to the images' dtype: uint8 truncates as PIL does (through int16, the same
+    values: PyTorch's CPU cast of float to uint8 is not vectorised, about 4x slower)."""
     if like.dtype == torch.uint8:
-        return values.clamp_(0, 255).to(torch.uint8)
+        return values.clamp_(0, 255).to(torch.int16).to(torch.uint8)
     return values.clamp_(0, 1).to(like.dtype)
 
 
@@ -63,6 +65,7 @@ def _quantized(kernel):
     wrapper.__name__ = kernel.__name__
     wrapper.__doc__ = kernel.__doc__
     wrapper.levels_of = kernel.levels_of
+    wrapper.integer = kernel.integer
     return wrapper
 
 
@@ -71,33 +74,37 @@ def _quantized(kernel):
 
 def _nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The source pixel of every output pixel, exactly as PIL's nearest affine computes it, as ``[N, H, W]``
-    indices into the image padded with a border of one pixel (which every source outside maps to).
+    int64 indices into the image padded with a border of one pixel (which every source outside maps to).
 
     PIL uses 16.16 fixed point (``affine_fixed``) unless the matrix has no shear or rotation
     terms, where it uses doubles (``ImagingScaleAffine``); both are reproduced here. Each
-    fixed-point coordinate is a per-column term plus a per-row term (a double coordinate is
-    one of them, shifted into 16.16), so only their sum has the full size.
+    source coordinate (column, row), plus one for the border, is in 16.16 a term along x plus
+    a term along y (a double coordinate is one of them, shifted into 16.16), so only their sum
+    has the full size.
     """
     device = coefficients.device
-    a, b, c, d, e, f = (value.view(-1, 1, 1) for value in coefficients.to(torch.float64).unbind(1))
     integer = torch.int32 if max(height, width) < 16384 else torch.int64  # as PIL, 16.16 fits 32 bits
-    xs = torch.arange(width, device=device, dtype=integer).view(1, 1, width)
-    ys = torch.arange(height, device=device, dtype=integer).view(1, height, 1)
+    coefficients = coefficients.to(torch.float64)
+    offsets = coefficients[:, 2::3]  # [N, coordinate]
+    centres = offsets + coefficients[:, 0::3] * 0.5 + coefficients[:, 1::3] * 0.5  # at pixel (0, 0)'s centre
     fixed = (
-        torch.cat((c + a * 0.5 + b * 0.5, a, b, f + d * 0.5 + e * 0.5, d, e), 1)
+        torch.cat((coefficients.view(-1, 2, 3)[..., :2], centres.unsqueeze(-1)), -1)
         .mul_(65536.0).add_(0.5).floor_().clamp_(-(2**31), 2**31 - 1).to(integer)
+    )  # [N, coordinate, (step along x, step along y, centre)]
+    positions = torch.arange(max(height, width), device=device, dtype=integer)
+    terms = fixed[..., :2, None] * positions  # [N, coordinate, along x or y, position]
+    terms[:, :, 0] += fixed[..., 2:] + 65536
+    # no shear or rotation: each coordinate moves along its own axis only, in doubles
+    own_steps = coefficients[:, 0::4]
+    limits = torch.tensor(((width,), (height,)), device=device, dtype=torch.float64)
+    scaled = (
+        ((offsets + own_steps * 0.5).unsqueeze(-1) + own_steps.unsqueeze(-1) * positions)
+        .floor_().clamp_(min=-1).clamp_(max=limits).add_(1).to(integer) << 16
     )
-    column_start, column_x, column_y, row_start, row_x, row_y = fixed.split(1, 1)
-    scale_only = (b == 0) & (d == 0)
-    column_scaled = (c + a * 0.5 + xs * a).floor().clamp_(-1, width).to(integer) << 16
-    row_scaled = (f + e * 0.5 + ys * e).floor().clamp_(-1, height).to(integer) << 16
-    column = torch.where(scale_only, column_scaled, column_start + xs * column_x) + torch.where(
-        scale_only, 0, ys * column_y
-    )
-    row = torch.where(scale_only, 0, xs * row_x) + torch.where(scale_only, row_scaled, row_start + ys * row_y)
-    column = (column >> 16).clamp_(-1, width)
-    row = (row >> 16).clamp_(-1, height)
-    return row.mul_(width + 2).add_(column).add_(width + 3)
+    scale_only = coefficients[:, 1:4:2].eq(0).all(1).view(-1, 1, 1, 1)
+    terms = torch.where(scale_only, torch.diag_embed(scaled.transpose(1, 2), dim1=1, dim2=2), terms)
+    column, row = (terms[:, :, 0, None, :width] + terms[:, :, 1, :height, None]).bitwise_right_shift_(16).unbind(1)
+    return row.clamp_(0, height + 1).mul_(width + 2).add_(column.clamp_(0, width + 1)).long()
 
 
 def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOptions) -> torch.Tensor:
@@ -107,12 +114,17 @@ def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOpti
     input at ``(a x + b y + c, d x + e y + f)``.
     """
     n, channels, height, width = images.shape
-    fill = _fill_tensor(options.fill, images)
     if options.interpolation == "nearest":
-        index = _nearest_sources(coefficients.to(images.device), height, width).long().view(n, 1, height * width)
-        padded = fill.to(images.dtype).expand(n, channels, height + 2, width + 2).clone()  # uncovered: the fill
-        padded[..., 1:-1, 1:-1] = images
+        index = _nearest_sources(coefficients.to(images.device), height, width).view(n, 1, height * width)
+        levels = fill_for_channels(options.fill or (0, 0, 0), channels)
+        if images.dtype == torch.uint8 and len(set(levels)) == 1:  # one level: a constant pad (cheaper)
+            padded = F.pad(images, (1, 1, 1, 1), value=levels[0])
+        else:
+            fill = _fill_tensor(options.fill, images).to(images.dtype)
+            padded = fill.expand(n, channels, height + 2, width + 2).clone()  # uncovered: the fill
+            padded[..., 1:-1, 1:-1] = images
         return padded.view(n, channels, -1).gather(2, index.expand(n, channels, height * width)).view_as(images)
+    fill = _fill_tensor(options.fill, images)
     coefficients = coefficients.to(device=images.device, dtype=torch.float32).view(n, 6, 1, 1)
     a, b, c, d, e, f = coefficients.unbind(1)
     xs = torch.arange(width, device=images.device, dtype=torch.float32).add_(0.5).view(1, 1, width)
@@ -192,25 +204,32 @@ rotate = _affine_kernel(rotate_coefficients)
 def _lookup(images: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     """Apply a per-(image, channel) lookup table ``[N, C, 256]`` of uint8 to uint8 images."""
     n, channels = images.shape[:2]
-    flat = images.reshape(n, channels, -1).long()
-    return tables.gather(2, flat).view_as(images)
+    offsets = torch.arange(0, n * channels * _LEVELS, _LEVELS, device=images.device, dtype=torch.int32)
+    index = images.reshape(n, channels, -1).int().add_(offsets.view(n, channels, 1))  # into the flat tables
+    return tables.reshape(-1).index_select(0, index.view(-1)).view_as(images)
 
 
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    """PIL's ``convert("L")`` as ``[N, 1, H, W]`` float (integer levels for uint8)."""
+def _grey(images: torch.Tensor, work: torch.Tensor | None = None) -> torch.Tensor:
+    """PIL's ``convert("L")`` as ``[N, 1, H, W]`` float32 (integer levels for uint8); ``work``: the
+    images as float32, if at hand.
+
+    On uint8, PIL's ``(r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16`` is computed in float32,
+    exactly: every partial sum is an integer below 2**24.
+    """
+    work = images.float() if work is None else work
     if images.shape[1] == 1:
-        return images.float()
+        return work
     if images.dtype == torch.uint8:
-        r, g, b = images.int().unbind(1)
-        return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).unsqueeze(1).float()
-    r, g, b = images.float().unbind(1)
+        weights = torch.tensor((19595.0, 38470.0, 7471.0), device=images.device).view(1, 3, 1, 1)
+        return (work * weights).sum(1, keepdim=True).add_(0x8000).mul_(1 / 65536).floor_()
+    r, g, b = work.unbind(1)
     return (r * (19595 / 65536) + g * (38470 / 65536) + b * (7471 / 65536)).unsqueeze(1)
 
 
 def _blend(degenerate: torch.Tensor, images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     """PIL's ``Image.blend(degenerate, image, factor)`` in float32, one factor per image (unrounded)."""
     factors = factors.to(device=images.device, dtype=torch.float32).view(-1, *(1,) * (images.ndim - 1))
-    return degenerate + factors * (images.float() - degenerate)
+    return ((images.float() - degenerate) * factors).add_(degenerate)  # degenerate + factor * (image - degenerate)
 
 
 # A colour operation is defined once, as a map of levels on the 0..255 scale:
@@ -228,6 +247,21 @@ def colour_table(levels_of, images: torch.Tensor, arguments: torch.Tensor) -> to
     levels = torch.arange(_LEVELS, device=images.device, dtype=torch.float32).view(1, 1, _LEVELS)
     table = levels_of(levels, images, arguments).expand(*images.shape[:2], _LEVELS)
     return table.clamp(0, 255).to(torch.uint8)
+
+
+def lookup_levels(images: torch.Tensor, runs: Sequence[tuple[Callable, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Consecutive runs of uint8 ``images``, each through its own colour operation, with one gather.
+
+    ``runs`` holds, per run, the operation's map of levels, the run's images and their arguments
+    (the runs' images, concatenated, are ``images``).
+    """
+    levels = torch.arange(_LEVELS, device=images.device, dtype=torch.float32).view(1, 1, _LEVELS)
+    channels = images.shape[1]
+    tables = torch.cat([
+        levels_of(levels, run, arguments).expand(run.shape[0], channels, _LEVELS)
+        for levels_of, run, arguments in runs
+    ])
+    return _lookup(images, tables.clamp_(0, 255).to(torch.uint8))
 
 
 def _colour_kernel(levels_of, integer: bool = False):
@@ -248,6 +282,7 @@ def _colour_kernel(levels_of, integer: bool = False):
     kernel.__name__ = levels_of.__name__.replace("_levels", "")
     kernel.__doc__ = levels_of.__doc__
     kernel.levels_of = levels_of
+    kernel.integer = integer
     return kernel
 
 
@@ -276,22 +311,19 @@ def invert_levels(levels: torch.Tensor, images: torch.Tensor, _: torch.Tensor) -
 def equalize_levels(levels: torch.Tensor, images: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
     """PIL's ``ImageOps.equalize``, per image and channel (on uint8 images)."""
     n, channels = images.shape[:2]
-    flat = images.reshape(n * channels, -1).long()
-    offsets = torch.arange(n * channels, device=images.device).unsqueeze(1) * _LEVELS
-    bins = (flat + offsets).reshape(-1)
-    if images.device.type == "cpu" and not torch.compiler.is_compiling():
-        histogram = torch.bincount(bins, minlength=n * channels * _LEVELS)  # fastest on the CPU
-    else:  # bincount reads its input's maximum on the host: a fixed-size scatter instead
-        histogram = torch.zeros(n * channels * _LEVELS, device=images.device, dtype=torch.long)
-        histogram = histogram.index_add_(0, bins, torch.ones_like(bins))
-    histogram = histogram.view(n * channels, _LEVELS)
-    last_used = 255 - (histogram.flip(1) > 0).int().argmax(1, keepdim=True)
-    step = (histogram.sum(1, keepdim=True) - histogram.gather(1, last_used)) // 255
-    below = histogram.cumsum(1) - histogram
-    tables = ((step // 2 + below) // step.clamp(min=1)).clamp(max=255)
-    identity = torch.arange(_LEVELS, device=images.device).expand_as(tables)
-    tables = torch.where(step > 0, tables, identity).view(n, channels, _LEVELS).to(levels.dtype)
-    return tables.gather(2, levels.long().expand(n, channels, levels.shape[-1]))
+    flat = images.reshape(n, channels, -1)
+    pixels = flat.long()
+    histogram = torch.zeros(n, channels, _LEVELS, device=images.device, dtype=torch.int32)
+    histogram = histogram.scatter_add_(2, pixels, torch.ones_like(pixels, dtype=torch.int32))
+    if torch.compiler.is_compiling():  # as for auto_contrast_levels' amin: no inductor CPU reduction of uint8
+        flat = flat.int()
+    last = histogram.gather(2, flat.amax(2, keepdim=True).long())  # the count of the highest level used
+    step = (flat.shape[-1] - last) // 255
+    below = histogram.cumsum(2, dtype=torch.int32) - histogram
+    # PIL's (step // 2 + below) // step: the floor of a double quotient of integers below 2**31 is exact
+    tables = ((step // 2 + below).double() / step.clamp(min=1)).floor_().clamp_(max=255).to(levels.dtype)
+    equalized = tables.gather(2, levels.long().expand(n, channels, levels.shape[-1]))
+    return torch.where(step > 0, equalized, levels)
 
 
 def solarize_levels(levels: torch.Tensor, images: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
@@ -316,7 +348,7 @@ def contrast_levels(levels: torch.Tensor, images: torch.Tensor, factors: torch.T
     """PIL's ``ImageEnhance.Contrast``: blend with the rounded mean grey level."""
     grey = _grey(images)
     if images.dtype == torch.uint8:  # PIL's mean of integer levels, summed exactly whatever the backend
-        mean = (grey.long().sum(dim=(1, 2, 3)).double() / grey[0].numel() + 0.5).floor().float()
+        mean = (grey.sum(dim=(1, 2, 3), dtype=torch.float64) / grey[0].numel() + 0.5).floor().float()
     else:
         mean = grey.mean(dim=(1, 2, 3)) * 255
     mean = mean.view(-1, 1, 1)
@@ -339,7 +371,8 @@ brightness = _colour_kernel(brightness_levels)
 
 def color(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
     """PIL's ``ImageEnhance.Color``: blend with the greyscale image."""
-    return _to_images_dtype(_blend(_grey(images), images, factors), images)
+    work = images.float()
+    return _to_images_dtype(_blend(_grey(images, work), work, factors), images)
 
 
 def sharpness(images: torch.Tensor, factors: torch.Tensor, options: TensorOptions) -> torch.Tensor:
@@ -353,11 +386,11 @@ def sharpness(images: torch.Tensor, factors: torch.Tensor, options: TensorOption
     if height < 3 or width < 3:
         return images.clone()
     work = images.float()
-    rows = work[..., :-2] + work[..., 1:-1] + work[..., 2:]
-    box_sum = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
+    rows = (work[..., :-2] + work[..., 1:-1]).add_(work[..., 2:])
+    box_sum = (rows[..., :-2, :] + rows[..., 1:-1, :]).add_(rows[..., 2:, :])
     smoothed = box_sum.add_(work[..., 1:-1, 1:-1], alpha=4).div_(13)
     if images.dtype == torch.uint8:
-        smoothed = smoothed.add_(0.5).floor_()
+        smoothed = smoothed.round_()
     result = images.clone()  # the border is the degenerate image's too: the blend keeps it
     result[..., 1:-1, 1:-1] = _to_images_dtype(_blend(smoothed, work[..., 1:-1, 1:-1], factors), images)
     return result
@@ -368,11 +401,12 @@ def cutout(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions
     height, width = images.shape[-2:]
     device = images.device
     side = (fractions.to(device=device, dtype=torch.float64) * width).round().view(-1, 1, 1)
+    sizes = torch.tensor((width, height), device=device, dtype=torch.float64)
     centers = options.cutout_centers.to(device=device, dtype=torch.float64)
-    x0 = (centers[:, 0].view(-1, 1, 1) * width - side / 2).clamp(min=0).floor()
-    y0 = (centers[:, 1].view(-1, 1, 1) * height - side / 2).clamp(min=0).floor()
-    xs = torch.arange(width, device=device, dtype=torch.float64).view(1, 1, width)
-    ys = torch.arange(height, device=device, dtype=torch.float64).view(1, height, 1)
-    inside = ((xs >= x0) & (xs < x0 + side)) & ((ys >= y0) & (ys < y0 + side))  # one full-size pass
+    corners = (centers * sizes - side.view(-1, 1) / 2).clamp_(min=0).floor_()  # [N, x or y]
+    positions = torch.arange(max(height, width), device=device, dtype=torch.float64)
+    offsets = positions - corners.unsqueeze(-1)  # [N, x or y, position], from the square's first
+    inside = (offsets >= 0) & (offsets < side)
+    mask = inside[:, 1, :height, None] & inside[:, 0, None, :width]  # one full-size pass
     fill = _fill_tensor(options.cutout_fill, images).to(images.dtype)
-    return select(inside.unsqueeze(1), fill, images)
+    return select(mask.unsqueeze(1), fill, images)

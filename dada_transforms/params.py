@@ -19,17 +19,15 @@ from .policy import Policy
 
 @dataclass(frozen=True)
 class PolicyTable:
-    """A policy as padded tensors ``[S, K]`` on one device (operation index -1 marks padding).
+    """A policy as padded tensors ``[S, K]`` on one device (operation index -1 marks padding,
+    with probability 0: it is never applied).
 
     Besides each entry's probability and magnitude it holds its operation's argument
     range and mirroring, so that drawing needs no other tensor on the device.
     """
 
     operations: torch.Tensor
-    probabilities: torch.Tensor
-    magnitudes: torch.Tensor
-    lows: torch.Tensor
-    spans: torch.Tensor
+    entries: torch.Tensor  # [S, K, 4] float64: probability, magnitude, argument low, argument span
     mirrored: torch.Tensor
     kinds_per_slot: tuple[tuple[int, ...], ...]  # the distinct operation indices of each slot
 
@@ -37,24 +35,20 @@ class PolicyTable:
     def from_policy(cls, policy: Policy, device: torch.device | str = "cpu") -> PolicyTable:
         width = max(len(sub_policy) for sub_policy in policy)
         operations = torch.full((len(policy), width), -1, dtype=torch.long)
-        values = {key: torch.zeros(len(policy), width, dtype=torch.float64) for key in ("p", "m", "low", "span")}
+        entries = torch.zeros(len(policy), width, 4, dtype=torch.float64)
         mirrored = torch.zeros(len(policy), width, dtype=torch.bool)
         for row, sub_policy in enumerate(policy):
             for column, operation in enumerate(sub_policy):
                 spec = OPERATIONS[operation.op]
                 operations[row, column] = OPERATION_NAMES.index(operation.op)
-                values["p"][row, column] = operation.probability
-                values["m"][row, column] = operation.magnitude
-                values["low"][row, column] = spec.low
-                values["span"][row, column] = spec.high - spec.low
+                entries[row, column] = torch.tensor(
+                    (operation.probability, operation.magnitude, spec.low, spec.high - spec.low), dtype=torch.float64
+                )
                 mirrored[row, column] = spec.mirror
         kinds = tuple(
             tuple(sorted({index for index in operations[:, slot].tolist() if index >= 0})) for slot in range(width)
         )
-        return cls(
-            operations.to(device), *(values[key].to(device) for key in ("p", "m", "low", "span")),
-            mirrored.to(device), kinds,
-        )
+        return cls(operations.to(device), entries.to(device), mirrored.to(device), kinds)
 
     @property
     def slots(self) -> int:
@@ -86,15 +80,16 @@ def draw(
     slots = table.slots
     uniform = torch.rand(count, _row_length(slots), generator=generator, device=device, dtype=torch.float64)
     choice, applied_u, sign_u, centers = uniform.split((1, slots, slots, 2 * slots), dim=1)
-    sub_policies = (choice.squeeze(1) * len(table.operations)).long().clamp_(max=len(table.operations) - 1)
-    operations = table.operations[sub_policies]
-    applied = (applied_u < table.probabilities[sub_policies]) & (operations >= 0)
-    magnitudes = table.magnitudes[sub_policies]
+    sub_policy_count = table.operations.shape[0]
+    sub_policies = (choice.squeeze(1) * sub_policy_count).long().clamp_(max=sub_policy_count - 1)
+    operations = table.operations.index_select(0, sub_policies)
+    probabilities, magnitudes, lows, spans = table.entries.index_select(0, sub_policies).unbind(2)
+    applied = applied_u < probabilities  # never on padding (probability 0)
     if magnitude_std > 0:
         noise = torch.randn(count, slots, generator=generator, device=device, dtype=torch.float64)
         magnitudes = (magnitudes + magnitude_std * noise).clamp_(0.0, 1.0)
-    arguments = table.lows[sub_policies] + magnitudes * table.spans[sub_policies]
-    flip = table.mirrored[sub_policies] & (sign_u < 0.5)
+    arguments = lows + magnitudes * spans
+    flip = table.mirrored.index_select(0, sub_policies) & (sign_u < 0.5)
     arguments = torch.where(flip, -arguments, arguments)
     return DrawnParams(sub_policies, operations, applied, arguments, centers.reshape(count, slots, 2))
 

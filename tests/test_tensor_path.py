@@ -279,6 +279,18 @@ def test_mixed_batch_matches_single_images_and_pil(dtype, make_image):
             assert levels.gt(tolerance).double().mean() < 0.03, f"image {row} ({dtype}) differs from PIL"
 
 
+def test_geometry_with_a_one_level_fill_matches_single_images(make_image):
+    """A fill of one level is padded as a constant on the tensor path: the bytes of single images (PIL's kernels)."""
+    geometric = [[(op, 1.0, 0.8)] for op in sorted(GEOMETRIC)]
+    transform = DADA(geometric, fill=(128, 128, 128), generator=torch.Generator().manual_seed(2))
+    images = _photos(40, make_image)
+    drawn = transform.draw_params(len(images))
+    batched = transform.apply_batch(images, drawn)
+    for row in range(len(images)):
+        single = transform.apply_batch(images[row : row + 1], _row(drawn, row))
+        assert torch.equal(batched[row : row + 1], single), f"image {row}"
+
+
 @pytest.mark.parametrize("strategy_input", ["uint8", "float32", "bfloat16"])
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic"])
 def test_fixed_shapes_and_grouped_strategies_agree(strategy_input, interpolation, make_image):
