@@ -226,10 +226,7 @@ def variance_report(device: torch.device, sampling: str, batches: int, draws: in
                     crop, train_labels[part], val_images[part], val_labels[part], sample
                 )["values"]
                 step.running_baseline.load_state_dict(running)
-                baselines = (
-                    relax.leave_one_out(values) if values.shape[0] > 1
-                    else step.running_baseline.value(values).expand_as(values)
-                )
+                baselines = step.running_baseline.value(values).expand_as(values)
                 discrete = sample.discrete
                 results = [
                     relax.relax_gradients(values, alpha, probabilities, discrete, augmentation.control_variate, 0.5),

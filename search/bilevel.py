@@ -17,7 +17,7 @@ Data-parallel (``processes``, under torchrun): each process holds its equal
 share of every batch; w trains through ``DistributedDataParallel`` (its
 gradient, hence ``w'``, is the global batch's), ``v`` and the gradients of
 (alpha, p, m) and phi are averaged over the processes with collectives, the
-leave-one-out baselines see every process's values, and every random draw is
+running baseline is updated from every process's values, and every random draw is
 made for the whole batch from the shared generator, each process keeping its
 part (see :meth:`AugmentationParameters.sample`). The parameters stay
 bit-identical on every process.
@@ -45,7 +45,6 @@ from .relax import (
     GradientEstimate,
     RunningBaseline,
     baseline_gradients,
-    leave_one_out,
     relax_gradients,
     score_function_gradients,
 )
@@ -174,7 +173,7 @@ class BilevelSearchStep:
         self.unrolled = bool(unrolled)
         self.generator = generator
         self.processes = processes
-        self.running_baseline = RunningBaseline()  # the default estimator's baseline with one draw per step
+        self.running_baseline = RunningBaseline()  # the default estimator's baseline
         self._trained_model = model
         if processes.distributed:
             on_cuda = next(model.parameters()).device.type == "cuda"
@@ -309,27 +308,22 @@ class BilevelSearchStep:
     def _estimate(self, values: torch.Tensor, sample: AugmentationDraw) -> GradientEstimate:
         """The (alpha, p) estimate of the configured estimator from the draws' objective values.
 
-        With one draw in all (per-batch sampling, one process) this step's value
-        then joins :attr:`running_baseline`, whatever the estimator (so a search
-        resumed with another estimator, or measured, sees the same statistics).
+        The default estimator's baseline is :attr:`running_baseline`, read before
+        this step's values join it; they join it whatever the estimator (so a
+        search resumed with another estimator, or measured, sees the same
+        statistics), gathered from every process, so that all hold the same state.
         """
         augmentation = self.augmentation
         alpha, probabilities, discrete = augmentation.alpha, augmentation.probabilities, sample.discrete
-        one_draw = values.shape[0] * self.processes.world_size == 1
-        if one_draw:
-            running = self.running_baseline.value(values)  # from earlier steps only: fixed before this draw
-            self.running_baseline.update(values)
+        baseline = self.running_baseline.value(values)  # from earlier steps only: fixed before this step's draws
+        self.running_baseline.update(gather(self.processes, values))
         if self.estimator == "relax":
             return relax_gradients(
                 values, alpha, probabilities, discrete, augmentation.control_variate, augmentation.temperature
             )
         if self.estimator == "score-function":
             return score_function_gradients(values, alpha, probabilities, discrete)
-        if one_draw:
-            baselines = running.expand_as(values)
-        else:  # every process's draws count (N processes: N draws per batch), each one's baseline from the others'
-            baselines = self.processes.shard(leave_one_out(gather(self.processes, values)))
-        return baseline_gradients(values, baselines, alpha, probabilities, discrete)
+        return baseline_gradients(values, baseline.expand_as(values), alpha, probabilities, discrete)
 
     def _architecture_step(self, gradients: dict[str, torch.Tensor]) -> None:
         """Adam on (alpha, p, m) with the hypergradients and on phi with RELAX's variance loss.

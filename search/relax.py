@@ -19,8 +19,8 @@ Three estimators of the same gradient are offered (``settings.ESTIMATORS``):
 - ``"baseline"`` (the default): ``(f(b) - beta) * d log P(b)`` where only the
   chosen sub-policy's two bits enter ``log P`` (the other 208 bits do not touch
   the image, so their score terms have mean zero and are pure noise), and
-  ``beta`` is a baseline that does not depend on the draw (the mean of the
-  other draws' values, or a running mean of earlier steps' values);
+  ``beta`` is a baseline fixed before the step's draws (:class:`RunningBaseline`:
+  a shrunk running mean of earlier steps' values);
 - ``"relax"``: RELAX as above, with the trained control variate ``c_phi``;
 - ``"score-function"``: ``c = 0``, every bit scored: ``f(b) * d log P(b)``. This
   is exactly what the authors' released code computes (its control-variate
@@ -233,8 +233,8 @@ def baseline_gradients(
 ) -> GradientEstimate:
     """``mean_d (f(b_d) - beta_d) * d log P(s_d, b_d[s_d])``: the chosen sub-policy's bits only, minus a baseline.
 
-    Unbiased when each ``beta_d`` does not depend on draw d (e.g.
-    :func:`leave_one_out` of independent draws, or a mean of earlier steps):
+    Unbiased when each ``beta_d`` does not depend on draw d (e.g. a
+    :class:`RunningBaseline` of earlier steps):
     ``f`` depends only on the chosen sub-policy ``s`` and its two bits, so the
     score of any other bit has mean zero given everything ``f`` sees, and
     dropping it removes noise without changing the expectation.
@@ -263,16 +263,19 @@ def shrunk_mean(mean: torch.Tensor, variance_of_mean: torch.Tensor) -> torch.Ten
 
 
 class RunningBaseline:
-    """A baseline for one draw per step: earlier steps' values, exponentially weighted, their mean shrunk.
+    """The default estimator's baseline: earlier steps' values, exponentially weighted, their mean shrunk.
 
-    With one draw per step there are no other draws to take a baseline from;
-    this one is fixed before the step's draw (it depends only on earlier steps'
-    values), so subtracting it keeps the estimate unbiased. It is the weighted
-    mean ``m`` of earlier values (weights ``decay ** age``), shrunk by
-    :func:`shrunk_mean` with the variance of ``m`` as an estimate of their mean
-    (their weighted variance over the effective count ``(sum w)^2 / sum w^2``),
-    so it fades to 0 where the values' mean is lost in their spread; 0 until
-    two values were seen. The statistics are float64 tensors on the values' device.
+    It is fixed before the step's draws (it depends only on earlier steps'
+    values), so subtracting it keeps the estimate unbiased, with one draw per
+    step or one per image. It is the weighted mean ``m`` of earlier steps'
+    values (each step's mean over all its draws is one observation, weights
+    ``decay ** age``), shrunk by :func:`shrunk_mean` with the variance of ``m``
+    as an estimate of their mean (their weighted variance over the effective
+    count ``(sum w)^2 / sum w^2``), so it fades to 0 where the values' mean is
+    lost in their spread; 0 until two steps were seen. A baseline from the
+    step's own other draws (leave-one-out) would be estimated from one batch
+    and, with a mean small against its spread, add more noise than it removes.
+    The statistics are float64 tensors on the values' device.
     """
 
     def __init__(self, decay: float = 0.98) -> None:
@@ -290,7 +293,7 @@ class RunningBaseline:
         return torch.where(reliable > 1e-6, baseline, torch.zeros_like(baseline)).to(like.dtype)
 
     def update(self, values: torch.Tensor) -> None:
-        """Add this step's values (their mean, as one observation)."""
+        """Add this step's values (their mean over every draw, as one observation)."""
         statistics = self._on(values.device)
         weight, square_weight, mean, deviations = statistics.unbind()
         observation = values.detach().double().mean()
@@ -317,20 +320,3 @@ class RunningBaseline:
         ):
             raise ValueError(f"expected {{'statistics': a float tensor [4]}}, got {state!r:.200}")
         self._statistics = statistics.to(self._statistics.device, torch.float64).clone()
-
-
-def leave_one_out(values: torch.Tensor) -> torch.Tensor:
-    """``[D]``: for each draw a baseline from the *other* draws' values only: their mean, shrunk by :func:`shrunk_mean`.
-
-    With two draws the other one's value is used as it is.
-    """
-    if values.ndim != 1 or values.shape[0] < 2:
-        raise ValueError(f"leave-one-out needs at least 2 values, got shape {tuple(values.shape)}")
-    others = values.shape[0] - 1
-    values64 = values.double()
-    means = (values64.sum() - values64) / others
-    if others < 2:
-        return means.to(values.dtype)
-    squares = (values64.square().sum() - values64.square()) / others
-    variances = (squares - means.square()).clamp_min(0) * others / (others - 1)
-    return shrunk_mean(means, variances / others).to(values.dtype)

@@ -170,11 +170,15 @@ def test_estimators_match_autograd_with_a_nonzero_control_variate_or_baseline(es
         for parameter in augmentation.control_variate_parameters():
             parameter.mul_(3.0)  # c of the order of F, so that a wrong control-variate term shows
     sample = augmentation.sample(16, sampling == "per-sample", torch.Generator().manual_seed(4))
-    ours = searcher.architecture_gradients(*train, *val, sample)
-
     values = _objective_values(searcher, augmentation, sample, train, val)
     if sampling == "per-batch":
         values = values.mean().view(1)
+    # the running baseline after some earlier steps: total weight, total squared weight, weighted mean, deviations
+    mean = 1.5 * values.abs().mean().item()
+    weight, square_weight, deviations = 5.0, 3.0, mean**2
+    searcher.running_baseline.load_state_dict({"statistics": torch.tensor([weight, square_weight, mean, deviations])})
+    ours = searcher.architecture_gradients(*train, *val, sample)
+
     alpha, probabilities = augmentation.alpha, augmentation.probabilities
     discrete = sample.discrete
     if estimator == "relax":
@@ -183,14 +187,10 @@ def test_estimators_match_autograd_with_a_nonzero_control_variate_or_baseline(es
         assert control_conditional.abs().mean() > 0.5 * values.abs().mean()
         log_probability = _log_probability(alpha, probabilities, discrete)
         surrogate = ((values - control_conditional.detach()) * log_probability + control - control_conditional).mean()
-    else:
-        if sampling == "per-sample":  # the others' mean m, times m^2 / (m^2 + var(m)), var from the others
-            others = torch.stack([torch.cat((values[:index], values[index + 1 :])) for index in range(16)])
-            mean, variance_of_mean = others.mean(1), others.var(1) / 15
-            baseline = mean * mean**2 / (mean**2 + variance_of_mean)
-            assert baseline.abs().min() > 0
-        else:
-            baseline = torch.zeros(1, dtype=values.dtype)  # one draw: no baseline, the chosen bits only
+    else:  # one baseline for every draw: the earlier steps' weighted mean m times m^2 / (m^2 + var(m))
+        variance_of_mean = deviations / (weight - square_weight / weight) * square_weight / weight**2
+        baseline = mean * mean**2 / (mean**2 + variance_of_mean)
+        assert abs(baseline) > 0.5 * values.abs().mean()
         chosen = discrete.sub_policy
         bits = discrete.bits[torch.arange(discrete.count), chosen]
         p = probabilities[chosen]
