@@ -16,9 +16,10 @@ path added: in memory it grows with the dataset, streamed it stays at the worker
 
 The estimate of the published reduced-ImageNet search on 8 GPUs (ResNet-50, 224 px,
 global batch 32, 20 epochs of ~94 steps = 1,880 steps) is built from costs measured here,
-on ``--device``: one process's search step at batch 4 (its share of 32 on 8 GPUs), and
-the per-step communication overhead measured between the 1- and N-process runs, scaled
-to ResNet-50's gradient size. It is an estimate, not a measurement: run it on a GPU
+on ``--device``: one process's search step at batch 4 (its share of 32 on 8 GPUs), plus
+two all-reduces of ResNet-50's 25.6 M float32 parameters per step (the network's
+gradient through DDP and the validation gradient v; the other collectives are small),
+timed between the N processes of the run above on its backend (gloo on the CPU). It is an estimate, not a measurement: run it on a GPU
 machine (``--device cuda``) for GPU figures.
 
 This file is also the torchrun worker (``__main__`` at the bottom).
@@ -89,14 +90,10 @@ def scaling_report(nproc: int, stream: bool, device: str, images: int, image_siz
                    epochs: int, workers: int) -> float:
     """Print steps/s, speed-up, scaling efficiency and peak host memory for 1 and ``nproc`` processes.
 
-    Returns the communication overhead per step and per model parameter (seconds): the in-memory
-    step time at ``nproc`` processes minus 1/``nproc`` of the one-process step time, over the
-    model's parameter count.
+    Returns the seconds of one all-reduce of ResNet-50's parameters between the ``nproc``
+    processes (None for one process).
     """
-    from dada_transforms.search.models import build_model
-
-    parameters = sum(tensor.numel() for tensor in build_model(model, 4).parameters())
-    overhead = 0.0
+    all_reduce_seconds = None
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="dada-bench-") as temporary:
         decoded_mb = images * 3 * image_size**2 / 2**20
@@ -121,15 +118,16 @@ def scaling_report(nproc: int, stream: bool, device: str, images: int, image_siz
                 options["workers"] = workers
             records = _launch(processes, options, Path(temporary) / f"records-{data_path}-{count}-{processes}", 1)
             rate = rates[data_path, count, processes] = _steps_per_second(records)
+            if processes > 1 and all_reduce_seconds is None:
+                measured = _launch(processes, {"measure_all_reduce": device}, Path(temporary) / "all-reduce", 1)
+                all_reduce_seconds = measured[0]["resnet50_all_reduce_s"]
             speedup = rate / rates[data_path, count, 1]
             workers_mb = f"{_worker_memory_mb(records):>10.0f}" if data_path == "stream" else f"{'-':>10}"
             print(f"{data_path:>10} {count:>7} {processes:>9} {rate:>8.2f} {rate * batch_size:>9.0f} {speedup:>7.2f}x "
                   f"{speedup / processes:>9.0%} {_search_memory_mb(records):>14.0f} {workers_mb}")
     print("  efficiency = speed-up / processes at the same global batch (strong scaling); search host MB = growth of "
           "the processes' peak memory above their start (summed); workers MB = peak of one process's decoding workers")
-    if nproc == 1:
-        return 0.0
-    return max(0.0, 1 / rates["memory", images, nproc] - 1 / rates["memory", images, 1] / nproc) / parameters
+    return all_reduce_seconds
 
 
 def memory_sweep(images: int, workers: int, batch_size: int = 64, image_size: int = 96) -> None:
@@ -177,7 +175,7 @@ def _data_path_probe(probe: dict) -> None:
     }))
 
 
-def estimate_published_imagenet(device: str, nproc_overhead_s: float | None = None, steps: int = 3) -> None:
+def estimate_published_imagenet(device: str, all_reduce_s: float | None = None, steps: int = 3) -> None:
     """Estimate the published reduced-ImageNet search on 8 GPUs from one process's step at batch 4 here."""
     from dada_transforms.search.augmentation import AugmentationParameters
     from dada_transforms.search.batches import crop_and_flip
@@ -209,15 +207,18 @@ def estimate_published_imagenet(device: str, nproc_overhead_s: float | None = No
     print(f"published reduced-ImageNet search (ResNet-50, 224 px, global batch 32 = 4 per GPU, {PUBLISHED_STEPS} steps) "
           f"on 8 processes like this one ({device}):")
     print(f"  measured: one process's search step at batch 4: {per_step:.3f} s (median of {steps})")
-    if nproc_overhead_s is not None:
-        communication = nproc_overhead_s * RESNET50_PARAMETERS
-        print(f"  communication: {communication:.3f} s per step (the overhead per parameter measured between 1 and N "
-              f"processes above, times ResNet-50's {RESNET50_PARAMETERS / 1e6:.1f} M parameters)")
-        total += PUBLISHED_STEPS * communication
+    if all_reduce_s is not None:
+        print(f"  measured: one all-reduce of ResNet-50's {RESNET50_PARAMETERS / 1e6:.1f} M float32 parameters between "
+              f"the processes above: {all_reduce_s:.3f} s; two per step")
+        total += PUBLISHED_STEPS * 2 * all_reduce_s
     print(f"  estimate: {total / 3600:.2f} hours (the paper: 1.3 GPU-hours on one GPU)")
 
 
 def _worker(out: Path, options: dict) -> None:
+    if "measure_all_reduce" in options:
+        seconds = _all_reduce_seconds(options["measure_all_reduce"])
+        (out / f"rank{os.environ['RANK']}.json").write_text(json.dumps({"resnet50_all_reduce_s": seconds}))
+        return
     import timm  # noqa: F401  (imported by the search anyway: counted in the start)
     import torchvision  # noqa: F401
 
@@ -248,6 +249,29 @@ def _worker(out: Path, options: dict) -> None:
         "children_max_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(record))
+
+
+def _all_reduce_seconds(device: str, repeats: int = 3) -> float:
+    """Median seconds of one all-reduce of ResNet-50's parameter count in float32 between torchrun's processes."""
+    import torch.distributed as dist
+
+    on_cuda = device == "cuda"
+    if on_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if on_cuda else "gloo")
+    tensor = torch.ones(RESNET50_PARAMETERS, device="cuda" if on_cuda else "cpu")
+    seconds = []
+    try:
+        for _ in range(repeats + 1):
+            dist.barrier()
+            start = time.perf_counter()
+            dist.all_reduce(tensor)
+            if on_cuda:
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+    finally:
+        dist.destroy_process_group()
+    return statistics.median(seconds[1:])
 
 
 if __name__ == "__main__":
