@@ -20,6 +20,7 @@ from .settings import (
     SAMPLING_MODES,
     VALIDATION_BATCHES,
     SearchInputError,
+    check_data_options,
     resolve_settings,
 )
 
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name: getattr(args, name) for name in inspect.signature(resolve_settings).parameters if name != "dataset"
         }
         resolve_settings(args.dataset, **settings_arguments)
+        check_data_options(args.dataset, args.data_path, args.workers)
         if rank == "0":  # only rank 0 writes the output
             paths = _checked_output(args.output, args.name)
         from .loop import search

@@ -41,14 +41,11 @@ import torchvision
 from PIL import Image
 from torchvision.transforms import v2
 
-from .settings import BAD_IMAGES, DATA_PATHS, SearchInputError
+from .settings import BAD_IMAGES, FILE_DATASETS, SearchInputError, check_data_options
 from .splits import reduced_class_subset, stratified_split
 
 REDUCED_SIZES = {"reduced-cifar10": 4000, "reduced-cifar100": 4000, "reduced-svhn": 1000, "reduced-imagenet": 50000}
 """Images drawn for each published reduced dataset (reduced-imagenet then keeps its 120 classes' share)."""
-
-FILE_DATASETS = ("imagenet", "reduced-imagenet", "imagefolder")
-"""The datasets read from image files, which can be streamed (torchvision reads the others into memory)."""
 
 STATISTICS_SAMPLE = 2000
 """An image folder's mean and std are those of at most this many of its files, evenly spaced in listing order."""
@@ -185,16 +182,10 @@ def choose_data_path(
         SearchInputError: for an unknown ``data_path``, or ``"stream"`` for a
             dataset that torchvision reads into memory (cifar, svhn).
     """
-    if data_path not in DATA_PATHS:
-        raise SearchInputError(f"data path must be one of {', '.join(DATA_PATHS)}, got {data_path!r}")
+    check_data_options(dataset, data_path, None)
     if isinstance(processes_on_node, bool) or not isinstance(processes_on_node, int) or processes_on_node < 1:
         raise SearchInputError(f"processes on this node must be an integer >= 1, got {processes_on_node!r}")
     if dataset not in FILE_DATASETS:
-        if data_path == "stream":
-            raise SearchInputError(
-                f"streaming applies to {', '.join(FILE_DATASETS[:-1])} and {FILE_DATASETS[-1]}; torchvision reads "
-                f"{dataset} into memory: use --data-path auto or memory"
-            )
         return "memory"
     if data_path != "auto":
         return data_path

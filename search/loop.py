@@ -55,7 +55,7 @@ from .fingerprint import data_fingerprint
 from .models import build_model
 from .output_files import OutputPaths, check_not_builtin, check_output, output_paths
 from .output_lock import OutputLock
-from .settings import SearchInputError, SearchSettings, epoch_learning_rate, resolve_settings
+from .settings import SearchInputError, SearchSettings, check_data_options, epoch_learning_rate, resolve_settings
 from .streaming import MemoryBatches, StreamedBatches
 
 _REFRESH_STEPS = 10  # steps between progress-bar updates and checks that the loss is finite
@@ -153,6 +153,7 @@ def search(
         lr_min=lr_min,
         sync_bn=sync_bn,
     )
+    check_data_options(settings.dataset, data_path, workers)
     processes = processes_from_environment()
     if settings.batch_size % processes.world_size:  # the same on every process: rank 0 reports it
         raise AgreedError(

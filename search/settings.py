@@ -39,6 +39,7 @@ DATASETS = (
 SAMPLING_MODES = ("per-batch", "per-sample")
 BAD_IMAGES = ("fail", "skip")  # what an unreadable image file does (not a setting: it changes only the data)
 DATA_PATHS = ("auto", "memory", "stream")  # how images reach the device (not a setting: both give the same bytes)
+FILE_DATASETS = ("imagenet", "reduced-imagenet", "imagefolder")  # read from image files, so they can be streamed
 ESTIMATORS = ("baseline", "relax", "score-function")
 VALIDATION_BATCHES = ("fresh", "fixed")
 DEFAULT_LR_MIN = 0.001
@@ -211,6 +212,23 @@ def resolve_settings(
         color_jitter=row.color_jitter,
         lighting=row.lighting,
     )
+
+
+def check_data_options(dataset: str, data_path: str, workers: int | None) -> None:
+    """Check how the images of ``dataset`` are to reach the device (before anything is loaded or written).
+
+    Raises:
+        SearchInputError: for an unknown ``data_path``, ``"stream"`` for a dataset
+            that torchvision reads into memory, or a negative ``workers``.
+    """
+    _choice(data_path, "data path", DATA_PATHS)
+    if data_path == "stream" and dataset not in FILE_DATASETS:
+        raise SearchInputError(
+            f"streaming applies to {', '.join(FILE_DATASETS[:-1])} and {FILE_DATASETS[-1]}; torchvision reads "
+            f"{dataset} into memory: use --data-path auto or memory"
+        )
+    if workers is not None:
+        _integer(workers, "workers", 0)
 
 
 def epoch_learning_rate(settings: SearchSettings, epoch: int) -> float:

@@ -139,12 +139,17 @@ def test_missing_dataset_says_which_folder_to_fill(tmp_path) -> None:
         (["--dataset", "cifar10", "--name", "a/b"], "error: preset name must be letters"),
         (["--dataset", "cifar10", "--push-to-hub", "nope"], "error: --push-to-hub: a Hub repository id must look like 'org/name'"),
         (["--dataset", "cifar10", "--push-to-hub", "a--b/c"], "got 'a--b/c'"),
+        (["--dataset", "reduced-cifar10", "--data-path", "stream"], "error: streaming applies to imagenet, reduced-imagenet and imagefolder; torchvision reads reduced-cifar10 into memory"),
+        (["--dataset", "imagefolder", "--data-dir", ".", "--workers", "-1"], "error: workers must be an integer >= 0, got -1"),
+        (["--dataset", "cifar10", "--timeout", "0"], "error: timeout must be a positive number of seconds, got 0.0"),
     ],
 )
 def test_bad_arguments_give_clear_errors(args, message, tmp_path, capsys) -> None:
-    assert run_main("--name", "x", "--output", str(tmp_path), *args) == 2
+    output = tmp_path / "out"
+    assert run_main("--name", "x", "--output", str(output), *args) == 2
     stderr = capsys.readouterr().err
     assert message in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 or "usage:" in stderr  # one line (argparse adds its usage)
 
 
 def test_builtin_preset_names_are_refused_in_the_preset_directory(tmp_path, capsys, monkeypatch) -> None:

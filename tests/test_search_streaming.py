@@ -11,7 +11,6 @@ from PIL import Image
 
 from dada_transforms.search import data as data_module
 from dada_transforms.search.data import (
-    DATA_PATHS,
     choose_data_path,
     in_memory_limit,
     list_search_images,
@@ -20,6 +19,7 @@ from dada_transforms.search.data import (
     reduced_imagenet_classes,
     split_halves,
 )
+from dada_transforms.search.settings import DATA_PATHS
 from dada_transforms.search.fingerprint import FINGERPRINT_KEYS, data_fingerprint, fingerprint_differences
 from dada_transforms.search.settings import SearchInputError
 from dada_transforms.search.streaming import MemoryBatches, StreamedBatches
