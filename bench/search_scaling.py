@@ -57,10 +57,10 @@ def make_image_folder(root: Path, count: int, size: int, classes: int = 4) -> Pa
     return root
 
 
-def _launch(processes: int, options: dict, out: Path, threads: int) -> list[dict]:
-    """One search under torchrun, ``threads`` torch threads per process; returns each process's record."""
+def _launch(processes: int, options: dict, out: Path) -> list[dict]:
+    """One search under torchrun, one torch thread per process; returns each process's record."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
                __file__, str(out), json.dumps(options)]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -116,10 +116,10 @@ def scaling_report(nproc: int, stream: bool, device: str, images: int, image_siz
                        "output": str(Path(temporary) / f"out-{data_path}-{count}-{processes}")}
             if data_path == "stream":
                 options["workers"] = workers
-            records = _launch(processes, options, Path(temporary) / f"records-{data_path}-{count}-{processes}", 1)
+            records = _launch(processes, options, Path(temporary) / f"records-{data_path}-{count}-{processes}")
             rate = rates[data_path, count, processes] = _steps_per_second(records)
             if processes > 1 and all_reduce_seconds is None:
-                measured = _launch(processes, {"measure_all_reduce": device}, Path(temporary) / "all-reduce", 1)
+                measured = _launch(processes, {"measure_all_reduce": device}, Path(temporary) / "all-reduce")
                 all_reduce_seconds = measured[0]["resnet50_all_reduce_s"]
             speedup = rate / rates[data_path, count, 1]
             workers_mb = f"{_worker_memory_mb(records):>10.0f}" if data_path == "stream" else f"{'-':>10}"

@@ -211,7 +211,7 @@ def load_search_images(
         SearchInputError: when the data is missing (naming the folder to fill),
             cannot be downloaded, or is too small to split.
     """
-    _check_bad_images(bad_images)
+    check_bad_images(bad_images)
     if dataset in FILE_DATASETS:
         return _decoded(_listing(dataset, data_dir), image_size, bad_images, statistics=None)
     root = Path("data" if data_dir is None else data_dir).expanduser()
@@ -236,15 +236,17 @@ def open_search_images(
 ) -> LabelledImages | ImageFiles:
     """The searched images, decoded into memory (:class:`LabelledImages`) or listed to be streamed (:class:`ImageFiles`).
 
-    Which one follows :func:`choose_data_path`; both give the same images, labels and statistics.
+    Which one follows :func:`choose_data_path` (from the number of listed files, before
+    anything is decoded); both give the same images, labels and statistics.
     """
-    if dataset not in FILE_DATASETS:
-        choose_data_path(dataset, 0, image_size, data_path)  # refuses "stream"
-        return load_search_images(dataset, data_dir, download=download, image_size=image_size, bad_images=bad_images)
-    files = list_search_images(dataset, data_dir, image_size=image_size, bad_images=bad_images)
-    if choose_data_path(dataset, len(files), image_size, data_path, processes_on_node) == "stream":
-        return files
-    return load_image_files(files, bad_images)
+    check_bad_images(bad_images)
+    if dataset in FILE_DATASETS:
+        listing = _listing(dataset, data_dir)
+        if choose_data_path(dataset, len(listing.paths), image_size, data_path, processes_on_node) == "stream":
+            return _listed_files(listing, image_size, bad_images)
+        return _decoded(listing, image_size, bad_images, statistics=None)
+    choose_data_path(dataset, 0, image_size, data_path)  # refuses "stream"
+    return load_search_images(dataset, data_dir, download=download, image_size=image_size, bad_images=bad_images)
 
 
 def list_search_images(
@@ -261,13 +263,13 @@ def list_search_images(
         SearchInputError: for a dataset that is not file-based, missing data,
             or an unreadable file in the statistics sample (``"fail"``).
     """
-    _check_bad_images(bad_images)
-    if dataset not in FILE_DATASETS:
-        raise SearchInputError(
-            f"streaming applies to {', '.join(FILE_DATASETS[:-1])} and {FILE_DATASETS[-1]}, not {dataset}; "
-            f"load it with load_search_images"
-        )
-    listing = _listing(dataset, data_dir)
+    check_bad_images(bad_images)
+    check_data_options(dataset, "stream", None)
+    return _listed_files(_listing(dataset, data_dir), image_size, bad_images)
+
+
+def _listed_files(listing: _Listing, image_size: int, bad_images: str) -> ImageFiles:
+    """The listing as :class:`ImageFiles`, with an image folder's statistics from its decoded sample."""
     readable = np.ones(len(listing.paths), dtype=bool)
     statistics = listing.statistics
     if statistics is None:
@@ -279,20 +281,6 @@ def list_search_images(
             histogram += _channel_histogram(images[torch.from_numpy(ok)])
         statistics = _statistics_from_histogram(histogram)
     return _files(listing, readable, image_size, statistics)
-
-
-def load_image_files(files: ImageFiles, bad_images: str = "fail") -> LabelledImages:
-    """Decode listed files into memory (the memory path after :func:`list_search_images` and :func:`choose_data_path`).
-
-    Gives the same images, labels and statistics as :func:`load_search_images`
-    of the same dataset.
-    """
-    _check_bad_images(bad_images)
-    listing = _Listing(list(files.paths), files.labels.numpy(), files.classes, files.root, (files.mean, files.std), False)
-    data = _decoded(listing, files.image_size, bad_images, statistics=(files.mean, files.std))
-    return LabelledImages(
-        data.images, data.labels, data.num_classes, data.mean, data.std, data.classes, files.skipped + data.skipped, data.files
-    )
 
 
 class DecodedFiles(torch.utils.data.Dataset):
@@ -331,7 +319,7 @@ def unreadable_image_error(path: str, reason: str) -> SearchInputError:
     )
 
 
-def _check_bad_images(bad_images: str) -> None:
+def check_bad_images(bad_images: str) -> None:
     if bad_images not in BAD_IMAGES:
         raise SearchInputError(f"bad_images must be one of {', '.join(BAD_IMAGES)}, got {bad_images!r}")
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .data import DecodedFiles, ImageFiles, LabelledImages, unreadable_image_error
-from .settings import BAD_IMAGES, SearchInputError
+from .data import DecodedFiles, ImageFiles, LabelledImages, check_bad_images, unreadable_image_error
+from .settings import SearchInputError
 
 Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """One step's ``(train_images, train_labels, val_images, val_labels)``."""
@@ -85,8 +85,7 @@ class StreamedBatches:
             raise SearchInputError(f"workers must be an integer >= 0, got {workers!r}")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise SearchInputError(f"prefetch must be an integer >= 1, got {prefetch!r}")
-        if bad_images not in BAD_IMAGES:
-            raise SearchInputError(f"bad_images must be one of {', '.join(BAD_IMAGES)}, got {bad_images!r}")
+        check_bad_images(bad_images)
         if train.image_size != val.image_size:
             raise SearchInputError(f"train and val files decode to other sizes: {train.image_size} and {val.image_size} px")
         self.train = train

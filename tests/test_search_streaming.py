@@ -14,8 +14,8 @@ from dada_transforms.search.data import (
     choose_data_path,
     in_memory_limit,
     list_search_images,
-    load_image_files,
     load_search_images,
+    open_search_images,
     reduced_imagenet_classes,
     split_halves,
 )
@@ -73,7 +73,8 @@ def test_both_paths_list_the_same_files_statistics_and_fingerprint(image_tree, m
     assert (loaded.mean, loaded.std) == (listed.mean, listed.std)
     assert loaded.files.paths == listed.paths and loaded.classes == listed.classes == ("class0", "class1", "class2")
     assert torch.equal(loaded.labels, listed.labels) and listed.image_size == 16 and len(listed) == 24
-    assert torch.equal(load_image_files(listed).images, loaded.images)
+    in_memory = open_search_images("imagefolder", image_tree, image_size=16, data_path="memory")
+    assert torch.equal(in_memory.images, loaded.images) and in_memory.skipped == loaded.skipped == ()
     halves = split_halves(loaded.labels)
     fingerprint = data_fingerprint(loaded, *halves)
     assert tuple(fingerprint) == FINGERPRINT_KEYS and fingerprint == data_fingerprint(listed, *halves)
@@ -144,7 +145,7 @@ def test_an_unreadable_streamed_file_is_named_in_one_line(image_tree, tmp_path, 
 def test_skip_replaces_an_unreadable_streamed_file_by_another_of_its_batch(image_tree, tmp_path) -> None:
     root = shutil.copytree(image_tree, tmp_path / "tree")
     listed = list_search_images("imagefolder", root, image_size=16)
-    reference = load_image_files(listed)
+    reference = load_search_images("imagefolder", root, image_size=16)
     bad = root / "class1" / "0.png"
     position = listed.paths.index(str(bad))
     _truncate(bad)
