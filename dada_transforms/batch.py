@@ -23,11 +23,21 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 
-from .functional_tensor import TensorOptions, affine, colour_table, lookup_levels, select
+from .functional_tensor import (
+    TensorOptions,
+    affine,
+    colour_table,
+    lookup_levels,
+    nearest_sources,
+    select,
+    warp_nearest,
+)
 from .ops import OPERATION_NAMES, OPERATIONS
+from .warp_cache import WarpCache
 
 _KERNELS = tuple(OPERATIONS[name].tensor for name in OPERATION_NAMES)
 _GEOMETRIC = frozenset(index for index, name in enumerate(OPERATION_NAMES) if OPERATIONS[name].geometric)
@@ -56,6 +66,7 @@ def apply_operations(
     options: TensorOptions,
     kinds_per_slot: Iterable[Iterable[int]] | None = None,
     fixed_shapes: bool | None = None,
+    warp_cache: WarpCache | None = None,
 ) -> torch.Tensor:
     """Apply, slot by slot, each image's operation where ``applied`` is set.
 
@@ -70,6 +81,8 @@ def apply_operations(
             (fewer passes; default: every kind in every slot).
         fixed_shapes: the strategy (see the module's docstring); default
             :func:`uses_fixed_shapes` of the images' device.
+        warp_cache: where the grouped strategy keeps the warps it computes, for later batches
+            (worth it when arguments repeat: a policy without magnitude noise).
     """
     if fixed_shapes is None:
         fixed_shapes = uses_fixed_shapes(images.device)
@@ -78,7 +91,7 @@ def apply_operations(
     drawn = torch.where(applied, operations, -1)
     used_slots = [slot for slot, kinds in enumerate(kinds_per_slot) if any(index >= 0 for index in kinds)]
     if not fixed_shapes:
-        return _apply_grouped(images, drawn, arguments, cutout_centers, options, used_slots)
+        return _apply_grouped(images, drawn, arguments, cutout_centers, options, used_slots, warp_cache)
     result = images
     for slot in used_slots:
         kinds = sorted(index for index in kinds_per_slot[slot] if index >= 0)
@@ -138,6 +151,73 @@ def _apply_slot_fixed(
     return result
 
 
+class _SlotPlan(NamedTuple):
+    """How the grouped strategy applies one slot: the rows reordered by kind, and their parameters."""
+
+    reorder: torch.Tensor  # the previous rows' permutation that orders this slot's rows by kind
+    counts: list[int]  # how many rows are untouched, then of each kind of ``_GROUPED_ORDER``
+    arguments: torch.Tensor  # each row's argument
+    cutout_centers: torch.Tensor  # each row's Cutout centre
+
+    def runs(self) -> list[tuple[int, int, int]]:
+        """``(kind, start, end)`` of each kind's run of rows, in ``_GROUPED_ORDER``."""
+        bounds = list(itertools.accumulate(self.counts))  # each run's end
+        return [(index, bounds[position], bounds[position + 1])
+                for position, index in enumerate(_GROUPED_ORDER) if self.counts[position + 1]]
+
+
+def _plan_slots(
+    operations: torch.Tensor, arguments: torch.Tensor, cutout_centers: torch.Tensor, slots: Sequence[int]
+) -> tuple[list[_SlotPlan], torch.Tensor | None]:
+    """The plans of the slots that change any image, and the batch's index of each row after the last
+    (None: no slot changes anything). The runs of every slot are counted with one read on the host."""
+    positions_of = _GROUPED_POSITIONS.to(operations.device)
+    order, reorders, orders, positions = None, [], [], []
+    for slot in slots:
+        slot_positions = positions_of.index_select(0, operations[:, slot] + 1)
+        if order is not None:
+            slot_positions = slot_positions.index_select(0, order)
+        reorder = torch.argsort(slot_positions, stable=True)  # all untouched: the identity
+        order = reorder if order is None else order.index_select(0, reorder)
+        reorders.append(reorder)
+        orders.append(order)
+        positions.append(slot_positions + len(positions) * (len(_GROUPED_ORDER) + 1))
+    if not positions:
+        return [], None
+    kinds = len(_GROUPED_ORDER) + 1
+    counts = torch.bincount(torch.cat(positions), minlength=len(positions) * kinds).view(-1, kinds).tolist()
+    plans = [
+        _SlotPlan(reorder, slot_counts, arguments[:, slot].index_select(0, order),
+                  cutout_centers[:, slot].index_select(0, order))
+        for slot, reorder, order, slot_counts in zip(slots, reorders, orders, counts)
+        if slot_counts[0] < operations.shape[0]
+    ]
+    return plans, order if plans else None
+
+
+def _geometric_sources(
+    plans: Sequence[_SlotPlan], height: int, width: int, warp_cache: WarpCache | None
+) -> list[torch.Tensor | None]:
+    """Per plan, the nearest-resampling sources of its geometric rows (None if it has none), for all
+    slots together: from ``warp_cache`` if given (and they fit), else from one :func:`nearest_sources` call."""
+    runs = [(plan, index, start, end) for plan in plans for index, start, end in plan.runs() if index in _GEOMETRIC]
+    if not runs:
+        return [None] * len(plans)
+    sources = None
+    if warp_cache is not None:
+        kinds = [index for _, index, start, end in runs for _ in range(end - start)]
+        arguments = torch.cat([plan.arguments[start:end] for plan, _, start, end in runs])
+        sources = warp_cache.sources(kinds, arguments, height, width)
+    if sources is None:
+        coefficients = [
+            OPERATIONS[OPERATION_NAMES[index]].affine_coefficients(plan.arguments[start:end], height, width)
+            for plan, index, start, end in runs
+        ]
+        sources = nearest_sources(torch.cat(coefficients), height, width)
+    sizes = [sum(end - start for run_plan, _, start, end in runs if run_plan is plan) for plan in plans]
+    return [part if size else None for part, size in zip(sources.split(sizes), sizes)]
+
+
 def _apply_grouped(
     images: torch.Tensor,
     operations: torch.Tensor,
@@ -145,53 +225,54 @@ def _apply_grouped(
     cutout_centers: torch.Tensor,
     options: TensorOptions,
     slots: Sequence[int],
+    warp_cache: WarpCache | None,
 ) -> torch.Tensor:
     """The slots, each kind on the images that drew it: per slot one affine pass for all geometric
     kinds and, on uint8, one table gather for all colour kinds with a table.
 
     Per slot the images are ordered by kind, in ``_GROUPED_ORDER`` (one argsort and one gather),
-    so that each kind's images are one run, counted with one bincount read on the host; the
-    results are concatenated in that order. The batch's order is restored once, at the end.
+    so that each kind's images are one run; the runs of all slots are counted with one read on
+    the host, and with nearest resampling the geometric sources of all slots are computed
+    together. The results are concatenated in that order; the batch's order is restored once,
+    at the end.
     """
-    order = None  # the batch's index of each row of ``result`` (None: the batch's order)
+    plans, order = _plan_slots(operations, arguments, cutout_centers, slots)
+    if order is None:
+        return images.clone()
+    height, width = images.shape[-2:]
+    nearest = options.interpolation == "nearest"
+    sources = _geometric_sources(plans, height, width, warp_cache) if nearest else [None] * len(plans)
     result = images
-    for slot in slots:
-        positions = _GROUPED_POSITIONS.to(operations.device).index_select(0, operations[:, slot] + 1)
-        if order is not None:
-            positions = positions.index_select(0, order)
-        counts = torch.bincount(positions, minlength=len(_GROUPED_ORDER) + 1).tolist()  # untouched, then each kind
-        if counts[0] == positions.shape[0]:
-            continue
-        slot_order = torch.argsort(positions)
-        order = slot_order if order is None else order.index_select(0, slot_order)
-        ordered = result.index_select(0, slot_order)
-        slot_options = options._replace(cutout_centers=cutout_centers[:, slot].index_select(0, order))
-        result = _apply_runs(ordered, arguments[:, slot].index_select(0, order), counts, slot_options)
-    return images.clone() if order is None else result.index_select(0, torch.argsort(order))
+    for plan, slot_sources in zip(plans, sources):
+        result = _apply_runs(result.index_select(0, plan.reorder), plan, slot_sources, options)
+    return result.index_select(0, torch.argsort(order))
 
 
 def _apply_runs(
-    images: torch.Tensor, arguments: torch.Tensor, counts: list[int], options: TensorOptions
+    images: torch.Tensor, plan: _SlotPlan, sources: torch.Tensor | None, options: TensorOptions
 ) -> torch.Tensor:
-    """Images ordered by kind (``counts``: how many are untouched, then of each kind of ``_GROUPED_ORDER``),
-    each run through its kind's operation."""
-    bounds = list(itertools.accumulate(counts))  # each run's end
-    runs = [(index, bounds[position], bounds[position + 1])
-            for position, index in enumerate(_GROUPED_ORDER) if counts[position + 1]]
+    """Images ordered by kind as ``plan`` says, each run through its kind's operation (the geometric
+    runs through ``sources``, if given)."""
+    arguments, counts = plan.arguments, plan.counts
+    runs = plan.runs()
     geometric = [run for run in runs if run[0] in _GEOMETRIC]
     tabled = [run for run in runs if run[0] in _TABLED] if images.dtype == torch.uint8 else []
     pieces = [images[: counts[0]]]
     if geometric:
-        height, width = images.shape[-2:]
-        coefficients = [
-            OPERATIONS[OPERATION_NAMES[index]].affine_coefficients(arguments[start:end], height, width)
-            for index, start, end in geometric
-        ]
-        pieces.append(affine(images[geometric[0][1] : geometric[-1][2]], torch.cat(coefficients), options))
+        moved = images[geometric[0][1] : geometric[-1][2]]
+        if sources is None:
+            height, width = images.shape[-2:]
+            coefficients = [
+                OPERATIONS[OPERATION_NAMES[index]].affine_coefficients(arguments[start:end], height, width)
+                for index, start, end in geometric
+            ]
+            pieces.append(affine(moved, torch.cat(coefficients), options))
+        else:
+            pieces.append(warp_nearest(moved, sources, options))
     if tabled:
         maps = [(_KERNELS[index].levels_of, images[start:end], arguments[start:end]) for index, start, end in tabled]
         pieces.append(lookup_levels(images[tabled[0][1] : tabled[-1][2]], maps))
     for index, start, end in runs[len(geometric) + len(tabled) :]:
-        run_options = options._replace(cutout_centers=options.cutout_centers[start:end])
+        run_options = options._replace(cutout_centers=plan.cutout_centers[start:end])
         pieces.append(_KERNELS[index](images[start:end], arguments[start:end], run_options))
     return torch.cat(pieces)

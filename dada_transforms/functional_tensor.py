@@ -73,40 +73,45 @@ def _quantized(kernel):
 # ---------------------------------------------------------------- geometric
 
 
-def _nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The source pixel of every output pixel, exactly as PIL's nearest affine computes it, as ``[N, H, W]``
-    int64 indices into the image padded with a border of one pixel (which every source outside maps to).
+def nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The source pixel of every output pixel, exactly as PIL's nearest affine computes it, as ``[N, H * W]``
+    int64 indices into the image padded with a border of one pixel (which every source outside maps to);
+    ``coefficients`` as for :func:`affine`.
 
     PIL uses 16.16 fixed point (``affine_fixed``) unless the matrix has no shear or rotation
-    terms, where it uses doubles (``ImagingScaleAffine``); both are reproduced here. Each
-    source coordinate (column, row), plus one for the border, is in 16.16 a term along x plus
-    a term along y (a double coordinate is one of them, shifted into 16.16), so only their sum
+    terms, where it uses doubles (``ImagingScaleAffine``). Both are reproduced in 16.16: the
+    floor of a double ``t + k x`` is the fixed-point result with the start ``t`` truncated
+    instead of rounded, exactly when ``k`` is a multiple of 2**-16 (as every scale-only
+    matrix of the DADA operations: translations, of step 1). Each source coordinate (column,
+    row), plus one for the border, is a term along x plus a term along y, so only their sum
     has the full size.
     """
-    device = coefficients.device
     integer = torch.int32 if max(height, width) < 16384 else torch.int64  # as PIL, 16.16 fits 32 bits
     coefficients = coefficients.to(torch.float64)
-    offsets = coefficients[:, 2::3]  # [N, coordinate]
-    centres = offsets + coefficients[:, 0::3] * 0.5 + coefficients[:, 1::3] * 0.5  # at pixel (0, 0)'s centre
-    fixed = (
-        torch.cat((coefficients.view(-1, 2, 3)[..., :2], centres.unsqueeze(-1)), -1)
-        .mul_(65536.0).add_(0.5).floor_().clamp_(-(2**31), 2**31 - 1).to(integer)
-    )  # [N, coordinate, (step along x, step along y, centre)]
-    size = max(height, width)
-    positions = torch.arange(size, device=device, dtype=integer)
+    centres = coefficients[:, 2::3] + coefficients[:, 0::3] * 0.5 + coefficients[:, 1::3] * 0.5  # pixel (0, 0)
+    rounding = torch.where(coefficients[:, 1:4:2].eq(0).all(1), 0.0, 0.5).view(-1, 1, 1)  # scale only: truncated
+    fixed = torch.cat((coefficients.view(-1, 2, 3)[..., :2], centres.unsqueeze(-1)), -1).mul_(65536.0)
+    fixed = torch.cat((fixed[..., :2].add_(0.5), fixed[..., 2:].add_(rounding)), -1)
+    fixed = fixed.floor_().clamp_(-(2**31), 2**31 - 1).to(integer)  # [N, coordinate, (x step, y step, start)]
+    positions = torch.arange(max(height, width), device=coefficients.device, dtype=integer)
     terms = fixed[..., :2, None] * positions  # [N, coordinate, along x or y, position]
     terms[:, :, 0].add_(fixed[..., 2:] + 65536)
-    # no shear or rotation: each coordinate moves along its own axis only, in doubles (clamped to
-    # [-1, size]: the border or beyond, which the last clamp below brings to the border)
-    own_steps = coefficients[:, 0::4]
-    scaled = (
-        ((offsets + own_steps * 0.5).unsqueeze(-1) + own_steps.unsqueeze(-1) * positions)
-        .floor_().clamp_(-1, size).add_(1).to(integer) << 16
-    )
-    scale_only = coefficients[:, 1:4:2].eq(0).all(1).view(-1, 1, 1, 1)
-    terms = torch.where(scale_only, torch.diag_embed(scaled.transpose(1, 2), dim1=1, dim2=2), terms)
     column, row = (terms[:, :, 0, None, :width] + terms[:, :, 1, :height, None]).bitwise_right_shift_(16).unbind(1)
-    return row.clamp_(0, height + 1).mul_(width + 2).add_(column.clamp_(0, width + 1)).long()
+    return row.clamp_(0, height + 1).mul_(width + 2).add_(column.clamp_(0, width + 1)).long().view(-1, height * width)
+
+
+def warp_nearest(images: torch.Tensor, sources: torch.Tensor, options: TensorOptions) -> torch.Tensor:
+    """Each output pixel from its source pixel, ``sources`` from :func:`nearest_sources` (uncovered: the fill)."""
+    n, channels, height, width = images.shape
+    levels = fill_for_channels(options.fill or (0, 0, 0), channels)
+    if images.dtype == torch.uint8 and len(set(levels)) == 1:  # one level: a constant pad (cheaper)
+        padded = F.pad(images, (1, 1, 1, 1), value=levels[0])
+    else:
+        fill = _fill_tensor(options.fill, images).to(images.dtype)
+        padded = fill.expand(n, channels, height + 2, width + 2).clone()  # uncovered: the fill
+        padded[..., 1:-1, 1:-1] = images
+    index = sources.to(images.device).view(n, 1, height * width).expand(n, channels, height * width)
+    return padded.view(n, channels, -1).gather(2, index).view_as(images)
 
 
 def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOptions) -> torch.Tensor:
@@ -117,15 +122,7 @@ def affine(images: torch.Tensor, coefficients: torch.Tensor, options: TensorOpti
     """
     n, channels, height, width = images.shape
     if options.interpolation == "nearest":
-        index = _nearest_sources(coefficients.to(images.device), height, width).view(n, 1, height * width)
-        levels = fill_for_channels(options.fill or (0, 0, 0), channels)
-        if images.dtype == torch.uint8 and len(set(levels)) == 1:  # one level: a constant pad (cheaper)
-            padded = F.pad(images, (1, 1, 1, 1), value=levels[0])
-        else:
-            fill = _fill_tensor(options.fill, images).to(images.dtype)
-            padded = fill.expand(n, channels, height + 2, width + 2).clone()  # uncovered: the fill
-            padded[..., 1:-1, 1:-1] = images
-        return padded.view(n, channels, -1).gather(2, index.expand(n, channels, height * width)).view_as(images)
+        return warp_nearest(images, nearest_sources(coefficients.to(images.device), height, width), options)
     fill = _fill_tensor(options.fill, images)
     coefficients = coefficients.to(device=images.device, dtype=torch.float32).view(n, 6, 1, 1)
     a, b, c, d, e, f = coefficients.unbind(1)

@@ -26,6 +26,7 @@ from .ops import OperationSpec
 from .policy import Policy
 from .presets import load_policy
 from .targets import TARGET_TYPES, move_target
+from .warp_cache import WarpCache
 
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -146,6 +147,7 @@ class DADA(v2.Transform):
         self._compile = compile
         self._tables: dict[str, random_params.PolicyTable] = {}
         self._range_checked: set[str] = set()  # accelerators whose first float batch was checked
+        self._warp_cache = WarpCache()  # the warps of the policy's few arguments (no magnitude noise)
         self._worker_seed: int | None = None  # the DataLoader worker seed the generator was derived for
 
     # -- randomness -------------------------------------------------------------
@@ -350,8 +352,15 @@ class DADA(v2.Transform):
             return result
         kinds = self._table(torch.device("cpu")).kinds_per_slot
         options = TensorOptions(self.fill, self.cutout_fill, self.interpolation, drawn.cutout_centers[:, 0])
-        apply = compiled_apply_operations() if self._compile else apply_operations
-        return apply(images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options, kinds)
+        if self._compile:
+            return compiled_apply_operations()(
+                images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options, kinds
+            )
+        warp_cache = None if self.magnitude_std else self._warp_cache
+        return apply_operations(
+            images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options, kinds,
+            warp_cache=warp_cache,
+        )
 
     # -- pickling and display ---------------------------------------------------------
 
@@ -359,6 +368,7 @@ class DADA(v2.Transform):
         state = self.__dict__.copy()
         state["_tables"] = {}
         state["_range_checked"] = set()
+        del state["_warp_cache"]  # a lock and tensors: a copy starts its own
         if self.generator is not None:  # as bytes: torch's multiprocessing pickler cannot share a Generator
             state["generator"] = (str(self.generator.device), bytes(self.generator.get_state().numpy()))
         return state
@@ -368,6 +378,7 @@ class DADA(v2.Transform):
             device, generator_state = state["generator"]
             state["generator"] = torch.Generator(device)
             state["generator"].set_state(torch.frombuffer(bytearray(generator_state), dtype=torch.uint8))
+        state["_warp_cache"] = WarpCache()
         super().__setstate__(state)
 
     def extra_repr(self) -> str:

@@ -279,6 +279,44 @@ def test_mixed_batch_matches_single_images_and_pil(dtype, make_image):
             assert levels.gt(tolerance).double().mean() < 0.03, f"image {row} ({dtype}) differs from PIL"
 
 
+def test_later_batches_reuse_warps_and_keep_pils_bytes(make_image):
+    """Without magnitude noise the warps met in one batch are looked up in the next ones (by operation,
+    argument and image size): every batch, of either size and in any order, still gives PIL's bytes."""
+    transform = DADA(EVERY_KIND, fill=FILL, cutout_fill=CUTOUT, generator=torch.Generator().manual_seed(9))
+    for size in [(23, 19), (16, 16), (23, 19), (16, 16)]:
+        uint8 = _photos(40, make_image, size)
+        drawn = transform.draw_params(len(uint8))
+        batched = transform.apply_batch(uint8, drawn)
+        expected = _pil_results(uint8, drawn)
+        for row in range(len(uint8)):
+            assert torch.equal(batched[row], expected[row]), f"{size}, image {row}: not PIL's bytes"
+
+
+def test_magnitude_noise_batches_keep_pils_bytes(make_image):
+    """With magnitude noise every argument is new: each batch's warps are computed, PIL's bytes as ever."""
+    transform = DADA(EVERY_KIND, magnitude_std=0.3, fill=FILL, cutout_fill=CUTOUT, generator=torch.Generator().manual_seed(4))
+    for _ in range(2):
+        uint8 = _photos(48, make_image)
+        drawn = transform.draw_params(len(uint8))
+        batched = transform.apply_batch(uint8, drawn)
+        expected = _pil_results(uint8, drawn)
+        for row in range(len(uint8)):
+            assert torch.equal(batched[row], expected[row]), f"image {row}: not PIL's bytes"
+
+
+def test_warp_cache_stays_within_its_budget():
+    """Warps that would pass the budget are not kept (the caller computes them); those kept are the computed ones."""
+    from dada_transforms.functional_tensor import nearest_sources, rotate_coefficients
+    from dada_transforms.warp_cache import WarpCache
+
+    cache = WarpCache(budget_bytes=3 * 12 * 10 * 8)  # three warps of 10x12 pixels
+    rotate = OPERATION_NAMES.index("Rotate")
+    angles = torch.tensor([5.0, -5.0, 5.0, 12.5], dtype=torch.float64)
+    assert torch.equal(cache.sources([rotate] * 4, angles, 12, 10), nearest_sources(rotate_coefficients(angles, 12, 10), 12, 10))
+    assert cache.sources([rotate] * 2, torch.tensor([7.0, 9.0], dtype=torch.float64), 12, 10) is None
+    assert torch.equal(cache.sources([rotate], angles[1:2], 12, 10), nearest_sources(rotate_coefficients(angles[1:2], 12, 10), 12, 10))
+
+
 def test_geometry_with_a_one_level_fill_matches_single_images(make_image):
     """A fill of one level is padded as a constant on the tensor path: the bytes of single images (PIL's kernels)."""
     geometric = [[(op, 1.0, 0.8)] for op in sorted(GEOMETRIC)]
