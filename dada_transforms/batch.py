@@ -15,7 +15,10 @@ Two strategies give the same bytes:
   one lookup-table gather for the colour runs that need a table, each other run on its
   own; the batch's order is restored once, after the last slot. On the CPU a
   data-dependent shape costs nothing, and skipping undrawn images is several times
-  faster than full-batch passes (measured: 224px batches, ImageNet policy).
+  faster than full-batch passes (measured: 224px batches, ImageNet policy). The warps'
+  sources (nearest resampling) of all slots are computed together, or looked up in a
+  :class:`~dada_transforms.warp_cache.WarpCache` when the caller keeps one (a policy
+  without magnitude noise meets the same few dozen warps in every batch).
 """
 
 from __future__ import annotations
@@ -195,6 +198,13 @@ def _plan_slots(
     return plans, order if plans else None
 
 
+def _coefficients(runs: Sequence[tuple[int, torch.Tensor]], height: int, width: int) -> torch.Tensor:
+    """The affine coefficients of runs of geometric rows, each given as (kind, arguments), concatenated."""
+    return torch.cat([
+        OPERATIONS[OPERATION_NAMES[index]].affine_coefficients(arguments, height, width) for index, arguments in runs
+    ])
+
+
 def _geometric_sources(
     plans: Sequence[_SlotPlan], height: int, width: int, warp_cache: WarpCache | None
 ) -> list[torch.Tensor | None]:
@@ -209,11 +219,8 @@ def _geometric_sources(
         arguments = torch.cat([plan.arguments[start:end] for plan, _, start, end in runs])
         sources = warp_cache.sources(kinds, arguments, height, width)
     if sources is None:
-        coefficients = [
-            OPERATIONS[OPERATION_NAMES[index]].affine_coefficients(plan.arguments[start:end], height, width)
-            for plan, index, start, end in runs
-        ]
-        sources = nearest_sources(torch.cat(coefficients), height, width)
+        runs_arguments = [(index, plan.arguments[start:end]) for plan, index, start, end in runs]
+        sources = nearest_sources(_coefficients(runs_arguments, height, width), height, width)
     sizes = [sum(end - start for run_plan, _, start, end in runs if run_plan is plan) for plan in plans]
     return [part if size else None for part, size in zip(sources.split(sizes), sizes)]
 
@@ -261,12 +268,8 @@ def _apply_runs(
     if geometric:
         moved = images[geometric[0][1] : geometric[-1][2]]
         if sources is None:
-            height, width = images.shape[-2:]
-            coefficients = [
-                OPERATIONS[OPERATION_NAMES[index]].affine_coefficients(arguments[start:end], height, width)
-                for index, start, end in geometric
-            ]
-            pieces.append(affine(moved, torch.cat(coefficients), options))
+            runs_arguments = [(index, arguments[start:end]) for index, start, end in geometric]
+            pieces.append(affine(moved, _coefficients(runs_arguments, *images.shape[-2:]), options))
         else:
             pieces.append(warp_nearest(moved, sources, options))
     if tabled:

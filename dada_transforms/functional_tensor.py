@@ -261,7 +261,7 @@ def lookup_levels(images: torch.Tensor, runs: Sequence[tuple[Callable, torch.Ten
         levels_of(levels, run, arguments).expand(run.shape[0], channels, _LEVELS)
         for levels_of, run, arguments in runs
     ])
-    return _lookup(images, tables.clamp_(0, 255).to(torch.uint8))
+    return _lookup(images, _to_images_dtype(tables, images))
 
 
 def _colour_kernel(levels_of, integer: bool = False):

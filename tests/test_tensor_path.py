@@ -294,7 +294,8 @@ def test_later_batches_reuse_warps_and_keep_pils_bytes(make_image):
 
 def test_magnitude_noise_batches_keep_pils_bytes(make_image):
     """With magnitude noise every argument is new: each batch's warps are computed, PIL's bytes as ever."""
-    transform = DADA(EVERY_KIND, magnitude_std=0.3, fill=FILL, cutout_fill=CUTOUT, generator=torch.Generator().manual_seed(4))
+    generator = torch.Generator().manual_seed(4)
+    transform = DADA(EVERY_KIND, magnitude_std=0.3, fill=FILL, cutout_fill=CUTOUT, generator=generator)
     for _ in range(2):
         uint8 = _photos(48, make_image)
         drawn = transform.draw_params(len(uint8))
@@ -312,9 +313,12 @@ def test_warp_cache_stays_within_its_budget():
     cache = WarpCache(budget_bytes=3 * 12 * 10 * 8)  # three warps of 10x12 pixels
     rotate = OPERATION_NAMES.index("Rotate")
     angles = torch.tensor([5.0, -5.0, 5.0, 12.5], dtype=torch.float64)
-    assert torch.equal(cache.sources([rotate] * 4, angles, 12, 10), nearest_sources(rotate_coefficients(angles, 12, 10), 12, 10))
+    def computed(angles):
+        return nearest_sources(rotate_coefficients(angles, 12, 10), 12, 10)
+
+    assert torch.equal(cache.sources([rotate] * 4, angles, 12, 10), computed(angles))
     assert cache.sources([rotate] * 2, torch.tensor([7.0, 9.0], dtype=torch.float64), 12, 10) is None
-    assert torch.equal(cache.sources([rotate], angles[1:2], 12, 10), nearest_sources(rotate_coefficients(angles[1:2], 12, 10), 12, 10))
+    assert torch.equal(cache.sources([rotate], angles[1:2], 12, 10), computed(angles[1:2]))
 
 
 def test_geometry_with_a_one_level_fill_matches_single_images(make_image):
