@@ -439,9 +439,12 @@ def test_a_second_search_on_the_same_output_name_is_refused(tree, tmp_path, caps
 def test_concurrent_console_scripts_and_ctrl_c(tree, tmp_path) -> None:
     output = tmp_path / "out"
     one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model: threads only contend on a busy machine
+    # Ctrl+C as in a terminal, also where this test run ignores SIGINT (a background job), as a child would
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     first = subprocess.Popen(
         ["dada-search", *args_for(tree, output, epochs=1000)],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=one_thread,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if ignored else None,
     )
 
     def wait_for(path: Path) -> None:
