@@ -39,7 +39,7 @@ from .functional_tensor import (
     select,
     warp_nearest,
 )
-from .ops import OPERATION_NAMES, OPERATIONS
+from .ops import OPERATION_NAMES, OPERATIONS, runs_affine_coefficients
 from .warp_cache import WarpCache
 
 _KERNELS = tuple(OPERATIONS[name].tensor for name in OPERATION_NAMES)
@@ -198,13 +198,6 @@ def _plan_slots(
     return plans, order if plans else None
 
 
-def _coefficients(runs: Sequence[tuple[int, torch.Tensor]], height: int, width: int) -> torch.Tensor:
-    """The affine coefficients of runs of geometric rows, each given as (kind, arguments), concatenated."""
-    return torch.cat([
-        OPERATIONS[OPERATION_NAMES[index]].affine_coefficients(arguments, height, width) for index, arguments in runs
-    ])
-
-
 def _geometric_sources(
     plans: Sequence[_SlotPlan], height: int, width: int, warp_cache: WarpCache | None
 ) -> list[torch.Tensor | None]:
@@ -220,7 +213,7 @@ def _geometric_sources(
         sources = warp_cache.sources(kinds, arguments, height, width)
     if sources is None:
         runs_arguments = [(index, plan.arguments[start:end]) for plan, index, start, end in runs]
-        sources = nearest_sources(_coefficients(runs_arguments, height, width), height, width)
+        sources = nearest_sources(runs_affine_coefficients(runs_arguments, height, width), height, width)
     sizes = [sum(end - start for run_plan, _, start, end in runs if run_plan is plan) for plan in plans]
     return [part if size else None for part, size in zip(sources.split(sizes), sizes)]
 
@@ -269,7 +262,7 @@ def _apply_runs(
         moved = images[geometric[0][1] : geometric[-1][2]]
         if sources is None:
             runs_arguments = [(index, arguments[start:end]) for index, start, end in geometric]
-            pieces.append(affine(moved, _coefficients(runs_arguments, *images.shape[-2:]), options))
+            pieces.append(affine(moved, runs_affine_coefficients(runs_arguments, *images.shape[-2:]), options))
         else:
             pieces.append(warp_nearest(moved, sources, options))
     if tabled:

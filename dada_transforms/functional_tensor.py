@@ -89,9 +89,9 @@ def nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> torc
     integer = torch.int32 if max(height, width) < 16384 else torch.int64  # as PIL, 16.16 fits 32 bits
     coefficients = coefficients.to(torch.float64)
     centres = coefficients[:, 2::3] + coefficients[:, 0::3] * 0.5 + coefficients[:, 1::3] * 0.5  # pixel (0, 0)
-    rounding = torch.where(coefficients[:, 1:4:2].eq(0).all(1), 0.0, 0.5).view(-1, 1, 1)  # scale only: truncated
-    fixed = torch.cat((coefficients.view(-1, 2, 3)[..., :2], centres.unsqueeze(-1)), -1).mul_(65536.0)
-    fixed = torch.cat((fixed[..., :2].add_(0.5), fixed[..., 2:].add_(rounding)), -1)
+    truncated_start = torch.tensor((0.5, 0.5, 0.0), dtype=torch.float64, device=coefficients.device)
+    rounding = torch.where(coefficients[:, 1:4:2].eq(0).all(1).view(-1, 1, 1), truncated_start, 0.5)  # scale only
+    fixed = torch.cat((coefficients.view(-1, 2, 3)[..., :2], centres.unsqueeze(-1)), -1).mul_(65536.0).add_(rounding)
     fixed = fixed.floor_().clamp_(-(2**31), 2**31 - 1).to(integer)  # [N, coordinate, (x step, y step, start)]
     positions = torch.arange(max(height, width), device=coefficients.device, dtype=integer)
     terms = fixed[..., :2, None] * positions  # [N, coordinate, along x or y, position]

@@ -7,8 +7,10 @@ each application (see the design notes, section 2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import torch
 
 from . import functional_pil as fp
 from . import functional_tensor as ft
@@ -96,3 +98,11 @@ OPERATIONS: dict[str, OperationSpec] = {spec.name: spec for spec in _TABLE}
 """The operations by name, in the paper's order (the search space's order)."""
 
 OPERATION_NAMES: tuple[str, ...] = tuple(OPERATIONS)
+
+
+def runs_affine_coefficients(runs: Sequence[tuple[int, torch.Tensor]], height: int, width: int) -> torch.Tensor:
+    """The affine coefficients ``[N, 6]`` of runs of geometric operations, each given as (operation
+    index, its arguments), concatenated in order."""
+    return torch.cat([
+        OPERATIONS[OPERATION_NAMES[index]].affine_coefficients(arguments, height, width) for index, arguments in runs
+    ])

@@ -352,12 +352,9 @@ class DADA(v2.Transform):
             return result
         kinds = self._table(torch.device("cpu")).kinds_per_slot
         options = TensorOptions(self.fill, self.cutout_fill, self.interpolation, drawn.cutout_centers[:, 0])
-        if self._compile:
-            return compiled_apply_operations()(
-                images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options, kinds
-            )
-        warp_cache = None if self.magnitude_std else self._warp_cache
-        return apply_operations(
+        apply = compiled_apply_operations() if self._compile else apply_operations
+        warp_cache = None if self._compile or self.magnitude_std else self._warp_cache  # compiled: fixed shapes
+        return apply(
             images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options, kinds,
             warp_cache=warp_cache,
         )

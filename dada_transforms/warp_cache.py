@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from .functional_tensor import nearest_sources
-from .ops import OPERATION_NAMES, OPERATIONS
+from .ops import runs_affine_coefficients
 
 _Key = tuple[int, float]  # (operation index, argument)
 _Store = tuple[dict[_Key, int], torch.Tensor]  # each key's row, and the rows [R, H * W]
@@ -55,13 +55,8 @@ class WarpCache:
         used = sum(store.element_size() * store.numel() for _, store in self._stores.values())
         if used + len(missing) * height * width * 8 > self.budget_bytes:
             return None
-        coefficients = torch.cat([
-            OPERATIONS[OPERATION_NAMES[kind]].affine_coefficients(
-                torch.tensor([argument], dtype=dtype, device=device), height, width
-            )
-            for kind, argument in missing
-        ])
-        new = nearest_sources(coefficients, height, width)
+        runs = [(kind, torch.tensor([argument], dtype=dtype, device=device)) for kind, argument in missing]
+        new = nearest_sources(runs_affine_coefficients(runs, height, width), height, width)
         stored = new if stored is None else torch.cat((stored, new))
         rows = {**rows, **{key: len(rows) + offset for offset, key in enumerate(missing)}}
         self._stores[store_key] = (rows, stored)  # one assignment: a reader sees the old store or the new
