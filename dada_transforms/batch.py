@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+import types
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -34,6 +35,7 @@ from .functional_tensor import (
     TensorOptions,
     affine,
     colour_table,
+    constant,
     lookup_levels,
     nearest_sources,
     select,
@@ -103,18 +105,27 @@ def apply_operations(
     return result if result is not images else images.clone()
 
 
-@functools.cache
-def compiled_apply_operations() -> Callable[..., torch.Tensor]:
-    """:func:`apply_operations` under ``torch.compile(fullgraph=True)`` (fixed shapes, one graph),
-    created on first use; it compiles again for each new batch shape, dtype, device or policy."""
-    return torch.compile(apply_operations, fullgraph=True)
+@functools.lru_cache(maxsize=32)
+def compiled_apply_operations(configuration: Hashable) -> Callable[..., torch.Tensor]:
+    """:func:`apply_operations` under ``torch.compile(fullgraph=True)`` (fixed shapes, one graph) for
+    one configuration: everything the graph is specialised on (the caller's key: the policy's kinds,
+    fills, interpolation, the batch's dtype, device and shape).
+
+    Each configuration compiles its own copy of the function's code: dynamo keeps compiled graphs, and
+    counts recompilations against its limit of 8, per code object, so one shared compiled function
+    failed on the ninth configuration (``FailOnRecompileLimitHit``). The 32 most recently used are kept.
+    """
+    code = apply_operations.__code__.replace()  # a new code object, with its own compiled entries
+    function = apply_operations
+    copy = types.FunctionType(code, function.__globals__, function.__name__, function.__defaults__)
+    return torch.compile(copy, fullgraph=True)
 
 
 def _geometric_coefficients(
     operations: torch.Tensor, arguments: torch.Tensor, kinds: Sequence[int], height: int, width: int
 ) -> torch.Tensor:
     """``[N, 6]`` PIL affine coefficients of each image's geometric operation; the identity for the others."""
-    identity = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64, device=operations.device)
+    identity = constant((1.0, 0.0, 0.0, 0.0, 1.0, 0.0), torch.float64, operations.device)
     coefficients = identity.expand(len(operations), 6)
     for index in kinds:
         of_kind = OPERATIONS[OPERATION_NAMES[index]].affine_coefficients(arguments, height, width)
@@ -136,7 +147,7 @@ def _apply_slot_fixed(
         coefficients = _geometric_coefficients(operations, arguments, geometric, *images.shape[-2:])
         warped = affine(images, coefficients, options)
         # nearest sampling with the identity reproduces every pixel exactly; other resamplings may not
-        moved = torch.isin(operations, torch.tensor(geometric, device=operations.device)).view(per_image)
+        moved = torch.isin(operations, constant(geometric, torch.long, operations.device)).view(per_image)
         result = warped if options.interpolation == "nearest" else torch.where(moved, warped, images)
     tabled = [index for index in kinds if index in _COLOUR] if images.dtype == torch.uint8 else []
     if tabled:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 
 class PilOptions(NamedTuple):
@@ -89,7 +89,7 @@ def cutout(image: Image.Image, fraction: float, options: PilOptions) -> Image.Im
     if box is None:
         return image
     image = image.copy()
-    image.paste(options.cutout_fill, box)
+    ImageDraw.Draw(image).rectangle(box, fill=options.cutout_fill)
     return image
 
 
@@ -98,15 +98,17 @@ def posterize_bits(argument: float) -> int:
     return max(1, min(8, int(argument)))
 
 
-def cutout_box(width: int, height: int, fraction: float, u: float, v: float) -> tuple[int, int, int, int] | None:
-    """The Cutout square as a half-open box ``(x0, y0, x1, y1)``, or None for side 0.
+def cutout_box(width: int, height: int, fraction: float, u: float, v: float) -> tuple[int, int, float, float] | None:
+    """The Cutout square as the authors' inclusive ``ImageDraw.rectangle`` box ``(x0, y0, x1, y1)``,
+    or None for a negative side.
 
-    The side is ``round(fraction * width)`` pixels, the centre ``(u * width, v * height)``;
-    the square's corner is clipped at 0 and its far edge at the border, as in the
-    authors' code.
+    As in the authors' code: ``side = fraction * width`` (unrounded), centre ``(u * width, v * height)``,
+    corner ``int(max(0, centre - side / 2))``, far corner ``min(border, corner + side)``. PIL paints both
+    corners and truncates the far one, so ``int(side) + 1`` pixels a side before clipping (one pixel
+    at fraction 0).
     """
-    side = round(fraction * width)
-    if side <= 0:
+    side = fraction * width
+    if side < 0:
         return None
     x0 = int(max(0.0, u * width - side / 2))
     y0 = int(max(0.0, v * height - side / 2))

@@ -11,6 +11,7 @@ map itself on float. No kernel reads a value back to the host.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -24,17 +25,33 @@ from .fill import fill_for_channels
 class TensorOptions(NamedTuple):
     """Per-batch settings for the tensor kernels."""
 
-    fill: tuple[int, int, int] | None  # RGB levels 0..255 for uncovered areas; None = black
-    cutout_fill: tuple[int, int, int]
+    fill: tuple[float, float, float] | None  # uncovered areas, RGB on 0..255 (integers for uint8); None = black
+    cutout_fill: tuple[float, float, float]
     interpolation: str  # "nearest", "bilinear" or "bicubic"
     cutout_centers: torch.Tensor  # [N, 2] uniform draws in [0, 1) for x and y
 
 
-def _fill_tensor(rgb: tuple[int, int, int] | None, images: torch.Tensor) -> torch.Tensor:
+def constant(values: Sequence[float], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """``torch.tensor(values, dtype=dtype, device=device)``, made once per values, dtype and device, never
+    modified: a tensor from Python numbers is a host-to-device copy, and off the CPU from pageable
+    memory the host waits for it; a batch must not. (Under ``torch.compile``, a constant of the graph.)"""
+    if torch.compiler.is_compiling():
+        return torch.tensor(values, dtype=dtype, device=device)
+    return _cached_constant(tuple(values), dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False):  # a normal tensor even if first made under inference mode (autograd may save it)
+        return torch.tensor(values, dtype=dtype, device=device)
+
+
+def _fill_tensor(rgb: tuple[float, float, float] | None, images: torch.Tensor) -> torch.Tensor:
     """The fill as a ``[1, C, 1, 1]`` float tensor on the images' scale."""
     levels = fill_for_channels(rgb or (0, 0, 0), images.shape[-3])
-    fill = torch.tensor(levels, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return fill if images.dtype == torch.uint8 else fill / 255.0
+    if images.dtype != torch.uint8:
+        levels = tuple(level / 255.0 for level in levels)
+    return constant(levels, torch.float32, images.device).view(1, -1, 1, 1)
 
 
 def _to_images_dtype(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -89,7 +106,7 @@ def nearest_sources(coefficients: torch.Tensor, height: int, width: int) -> torc
     integer = torch.int32 if max(height, width) < 16384 else torch.int64  # as PIL, 16.16 fits 32 bits
     coefficients = coefficients.to(torch.float64)
     centres = coefficients[:, 2::3] + coefficients[:, 0::3] * 0.5 + coefficients[:, 1::3] * 0.5  # pixel (0, 0)
-    truncated_start = torch.tensor((0.5, 0.5, 0.0), dtype=torch.float64, device=coefficients.device)
+    truncated_start = constant((0.5, 0.5, 0.0), torch.float64, coefficients.device)
     rounding = torch.where(coefficients[:, 1:4:2].eq(0).all(1).view(-1, 1, 1), truncated_start, 0.5)  # scale only
     fixed = torch.cat((coefficients.view(-1, 2, 3)[..., :2], centres.unsqueeze(-1)), -1).mul_(65536.0).add_(rounding)
     fixed = fixed.floor_().clamp_(-(2**31), 2**31 - 1).to(integer)  # [N, coordinate, (x step, y step, start)]
@@ -401,16 +418,18 @@ def sharpness(images: torch.Tensor, factors: torch.Tensor, options: TensorOption
 
 
 def cutout(images: torch.Tensor, fractions: torch.Tensor, options: TensorOptions) -> torch.Tensor:
-    """Paint a square of side ``round(fraction * W)`` at each image's drawn centre."""
+    """Paint the authors' Cutout square at each image's drawn centre (see
+    :func:`~dada_transforms.functional_pil.cutout_box`): corner ``int(max(0, centre - side / 2))``
+    with the unrounded ``side = fraction * W``, every pixel from the corner up to ``corner + side``
+    inclusive, clipped at the border (``int(side) + 1`` pixels a side, as ``ImageDraw.rectangle``)."""
     height, width = images.shape[-2:]
     device = images.device
-    side = (fractions.to(device=device, dtype=torch.float64) * width).round().view(-1, 1, 1)
-    sizes = torch.tensor((width, height), device=device, dtype=torch.float64)
+    side = (fractions.to(device=device, dtype=torch.float64) * width).view(-1, 1, 1)
+    sizes = constant((width, height), torch.float64, device)
     centers = options.cutout_centers.to(device=device, dtype=torch.float64)
-    corners = (centers * sizes - side.view(-1, 1) / 2).clamp_(min=0).floor_()  # [N, x or y]
+    corners = (centers * sizes - side.view(-1, 1) / 2).clamp_(min=0).floor_().unsqueeze(-1)  # [N, x or y, 1]
     positions = torch.arange(max(height, width), device=device, dtype=torch.float64)
-    offsets = positions - corners.unsqueeze(-1)  # [N, x or y, position], from the square's first
-    inside = (offsets >= 0) & (offsets < side)
+    inside = (positions >= corners) & (positions <= corners + side) & (side >= 0)  # [N, x or y, position]
     mask = inside[:, 1, :height, None] & inside[:, 0, None, :width]  # one full-size pass
     fill = _fill_tensor(options.cutout_fill, images).to(images.dtype)
     return select(mask.unsqueeze(1), fill, images)

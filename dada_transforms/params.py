@@ -66,7 +66,10 @@ class DrawnParams:
     cutout_centers: torch.Tensor  # [N, K, 2] uniform draws in [0, 1)
 
     def to(self, device: torch.device) -> DrawnParams:
-        return DrawnParams(*(tensor.to(device, non_blocking=True) for tensor in self.__dict__.values()))
+        """The parameters on ``device``: asynchronously onto an accelerator, but to the CPU with a
+        blocking copy (an asynchronous device-to-host copy could be read before it completes)."""
+        non_blocking = torch.device(device).type != "cpu"
+        return DrawnParams(*(tensor.to(device, non_blocking=non_blocking) for tensor in self.__dict__.values()))
 
 
 def draw(

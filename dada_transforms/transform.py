@@ -8,7 +8,7 @@ import hashlib
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from PIL import Image
@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from . import params as random_params
 from .batch import apply_operations, compiled_apply_operations
 from .batch_pil import pil_image_of, planes_of, prefers_pil
-from .fill import CUTOUT_FILL, fill_for_channels, normalize_fill
+from .fill import CUTOUT_FILL, Fill, fill_for_channels, fill_levels, normalize_fill
 from .functional_pil import PilOptions
 from .functional_tensor import TensorOptions
 from .geometry import drawn_affine_matrices
@@ -40,8 +40,12 @@ Operations = list[tuple[OperationSpec, float, tuple[float, float]]]
 
 
 def _interpolation_name(interpolation: Any) -> str:
-    """Accept a name, torchvision's InterpolationMode or PIL's Resampling."""
+    """Accept a name, torchvision's InterpolationMode or PIL's Resampling. ``NEAREST_EXACT`` is
+    ``"nearest"``, as torchvision maps it to PIL's NEAREST: PIL samples each output pixel's centre,
+    which is what "exact" nearest means (the tensor kernels reproduce PIL's nearest)."""
     value = getattr(interpolation, "value", interpolation)
+    if isinstance(value, str) and value.lower() == "nearest-exact":
+        value = "nearest"
     if isinstance(value, int):
         value = {int(mode): name for name, mode in _RESAMPLING.items()}.get(value, value)
     if isinstance(value, str) and value.lower() in _RESAMPLING:
@@ -57,28 +61,45 @@ def _as_policy(policy: str | os.PathLike[str] | Policy | Sequence) -> Policy:
     return Policy.from_list(policy)
 
 
-_FILL_KEYS = (tv_tensors.Image, tv_tensors.Video, tv_tensors.Mask, "others")
+FillTable = dict[Any, Fill | None]
 
 
-def _fills(fill: Any) -> tuple[tuple[int, int, int] | None, float]:
-    """The fill of images and videos (RGB or None) and the fill of masks, from ``fill``: one level,
-    RGB or None (images only; masks get 0), or a dict by type as torchvision's ``fill``."""
+def _fill_table(fill: Any) -> tuple[FillTable, float]:
+    """The fills of images by input type (``"others"``: every other type) and the fill of masks, from
+    ``fill`` as torchvision's: one value, RGB or None (images; masks get 0 then), or a dict keyed by
+    input types (``PIL.Image.Image``, ``torch.Tensor``, ``tv_tensors.Image``, ``tv_tensors.Video``,
+    ``tv_tensors.Mask``...) and ``"others"``."""
     if not isinstance(fill, Mapping):
-        return normalize_fill(fill), 0
+        return {"others": normalize_fill(fill)}, 0
     for key in fill:
-        if key not in _FILL_KEYS:
+        if not isinstance(key, type) and key != "others":
             raise ValueError(
-                f"fill keys must be tv_tensors.Image, tv_tensors.Video, tv_tensors.Mask or 'others', got {key!r}"
+                f"fill keys must be input types (e.g. tv_tensors.Image, PIL.Image.Image) or 'others', got {key!r}"
             )
-    others = fill.get("others")
-    image = normalize_fill(fill.get(tv_tensors.Image, others))
-    video = normalize_fill(fill.get(tv_tensors.Video, image))
-    if video != image:
-        raise ValueError(f"fill: DADA uses one fill for images and videos, got {image!r} and {video!r}")
-    mask = fill.get(tv_tensors.Mask, others)
+    table = {key: normalize_fill(value) for key, value in fill.items() if key is not tv_tensors.Mask}
+    mask = fill.get(tv_tensors.Mask, fill.get("others"))
     if mask is not None and (isinstance(mask, bool) or not isinstance(mask, (int, float)) or math.isnan(mask)):
         raise ValueError(f"fill: the fill of masks must be one number (a label), got {mask!r}")
-    return image, 0 if mask is None else mask
+    return table, 0 if mask is None else mask
+
+
+class _PendingGenerator(NamedTuple):
+    """An accelerator generator not created yet: in a DataLoader worker, creating it would initialise
+    the accelerator there (with ``fork``, CUDA cannot be), so it is created when a draw needs it."""
+
+    device: str
+    seed: int  # the generator's initial seed
+    state: bytes | None  # the state to restore, or None: seeded with ``seed``
+
+    def initial_seed(self) -> int:
+        return self.seed
+
+    def create(self) -> torch.Generator:
+        generator = torch.Generator(self.device)
+        if self.state is None:
+            return generator.manual_seed(self.seed)
+        generator.set_state(torch.frombuffer(bytearray(self.state), dtype=torch.uint8))
+        return generator
 
 
 def _worker_seed(seed: int, worker_seed: int) -> int:
@@ -97,11 +118,14 @@ class DADA(v2.Transform):
         interpolation: resampling of the geometric operations: ``"nearest"`` (the
             paper's), ``"bilinear"`` or ``"bicubic"``; torchvision's InterpolationMode
             and PIL's Resampling are accepted too.
-        fill: colour of areas uncovered by geometric operations, one level or RGB
-            in 0..255; None (default) is black. Masks get 0 there unless ``fill`` is a
-            dict by type as torchvision's, e.g. ``{tv_tensors.Image: 128, tv_tensors.Mask: 255}``
-            (keys ``tv_tensors.Image``, ``tv_tensors.Video``, ``tv_tensors.Mask``, ``"others"``).
-        cutout_fill: colour of the Cutout square; default (125, 123, 114).
+        fill: colour of areas uncovered by geometric operations, one value or RGB, as
+            torchvision's: in the images' own range (0..255 on PIL and uint8 images, 0..1 on
+            float images: 1.0 is white); None (default) is black. Masks get 0 there unless
+            ``fill`` is a dict by input type as torchvision's, e.g. ``{tv_tensors.Image: 128,
+            tv_tensors.Mask: 255}`` (keys: types such as ``PIL.Image.Image``, ``torch.Tensor``,
+            ``tv_tensors.Image``, ``tv_tensors.Video``, ``tv_tensors.Mask``, and ``"others"``).
+        cutout_fill: colour of the Cutout square, in the images' range as ``fill``; None
+            (default) is the authors' (125, 123, 114) levels (their 0..255 colour on every type).
         magnitude_std: standard deviation of Gaussian noise added to each magnitude
             (on the [0, 1] scale) at every application; 0 (default) is the paper's.
         generator: an optional ``torch.Generator``; by default torch's global RNG.
@@ -124,8 +148,8 @@ class DADA(v2.Transform):
         policy: str | os.PathLike[str] | Policy | Sequence = "imagenet",
         *,
         interpolation: Any = "nearest",
-        fill: int | Sequence[int] | Mapping[type | str, Any] | None = None,
-        cutout_fill: int | Sequence[int] = CUTOUT_FILL,
+        fill: float | Sequence[float] | Mapping[type | str, Any] | None = None,
+        cutout_fill: float | Sequence[float] | None = None,
         magnitude_std: float = 0.0,
         generator: torch.Generator | None = None,
         compile: bool = False,
@@ -134,14 +158,15 @@ class DADA(v2.Transform):
         self.policy = _as_policy(policy)
         self._slots = max(len(sub_policy) for sub_policy in self.policy)
         self.interpolation = _interpolation_name(interpolation)
-        self.fill, self.mask_fill = _fills(fill)
-        self.cutout_fill = normalize_fill(cutout_fill, "cutout_fill")
+        self.fill, self.cutout_fill = fill, cutout_fill  # as given, as torchvision keeps them
+        self._fills, self.mask_fill = _fill_table(fill)
+        self._cutout_fill = normalize_fill(cutout_fill, "cutout_fill")
         if not isinstance(magnitude_std, (int, float)) or not 0 <= magnitude_std:
             raise ValueError(f"magnitude_std must be a number >= 0, got {magnitude_std!r}")
         self.magnitude_std = float(magnitude_std)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
-        self.generator = generator
+        self._generator: torch.Generator | _PendingGenerator | None = generator
         if not isinstance(compile, bool):
             raise ValueError(f"compile must be True or False, got {compile!r}")
         self._compile = compile
@@ -152,6 +177,21 @@ class DADA(v2.Transform):
 
     # -- randomness -------------------------------------------------------------
 
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The ``torch.Generator`` the draws read (None: torch's global RNG)."""
+        if isinstance(self._generator, _PendingGenerator):
+            self._generator = self._generator.create()
+        return self._generator
+
+    @generator.setter
+    def generator(self, generator: torch.Generator | None) -> None:
+        self._generator = generator
+
+    def _generator_device(self) -> torch.device | None:
+        """The generator's device, without creating a pending generator."""
+        return None if self._generator is None else torch.device(self._generator.device)
+
     def _table(self, device: torch.device) -> random_params.PolicyTable:
         key = str(device)
         if key not in self._tables:
@@ -160,7 +200,14 @@ class DADA(v2.Transform):
 
     def draw_params(self, count: int, device: torch.device | str = "cpu") -> random_params.DrawnParams:
         """Draw the random parameters for ``count`` images, returned on ``device``."""
-        draw_device = self.generator.device if self.generator is not None else torch.device(device)
+        generator_device = self._generator_device()
+        draw_device = torch.device(device) if generator_device is None else generator_device
+        if draw_device.type != "cpu" and torch.device(device).type == "cpu" and torch.utils.data.get_worker_info():
+            raise ValueError(
+                f"DADA's generator is on {draw_device}, but this DataLoader worker augments CPU images: drawing "
+                f"would initialise {draw_device.type} in the worker; give DADA a CPU generator (torch.Generator()) "
+                "for workers"
+            )
         drawn = random_params.draw(self._table(draw_device), count, self.magnitude_std, self.generator)
         return drawn if draw_device == torch.device(device) else drawn.to(torch.device(device))
 
@@ -168,15 +215,18 @@ class DADA(v2.Transform):
         """In a DataLoader worker, give the generator its own stream for this worker and epoch.
 
         The DataLoader gives each worker of each epoch its own seed (from its base seed); the
-        generator is reseeded from that and its own initial seed, once per worker seed.
+        generator is reseeded from that and its own initial seed, once per worker seed. An
+        accelerator's generator is only created when a draw needs it (see :class:`_PendingGenerator`).
         """
-        if self.generator is None:
+        if self._generator is None:
             return
         info = torch.utils.data.get_worker_info()
         if info is None or info.seed == self._worker_seed:
             return
-        seed = _worker_seed(self.generator.initial_seed(), info.seed)
-        self.generator = torch.Generator(self.generator.device).manual_seed(seed)
+        seed = _worker_seed(self._generator.initial_seed(), info.seed)
+        device = str(self._generator.device)
+        pending = _PendingGenerator(device, seed, None)
+        self._generator = pending.create() if torch.device(device).type == "cpu" else pending
         self._worker_seed = info.seed
 
     def affine_matrices(self, drawn: random_params.DrawnParams, height: int, width: int) -> torch.Tensor:
@@ -230,12 +280,12 @@ class DADA(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, Image.Image):
-            return self._apply_pil(inpt, params["operations"])
+            return self._apply_pil(inpt, params["operations"], type(inpt))
         if isinstance(inpt, TARGET_TYPES):
             return move_target(inpt, [(spec, argument) for spec, argument, _ in params["operations"]], self.mask_fill)
         drawn = params["drawn"]
         if drawn is None:  # one CPU uint8 image: PIL's kernels, the same bytes as the tensor kernels, faster
-            result = planes_of(self._apply_pil(pil_image_of(inpt), params["operations"]))
+            result = planes_of(self._apply_pil(pil_image_of(inpt), params["operations"], type(inpt)))
             return tv_tensors.wrap(result, like=inpt) if type(inpt) is not torch.Tensor else result
         if drawn.operations.device != inpt.device:
             drawn = drawn.to(inpt.device)
@@ -250,7 +300,7 @@ class DADA(v2.Transform):
             image.ndim == 3
             and not isinstance(image, tv_tensors.Video)
             and not self._compile
-            and (self.generator is None or self.generator.device.type == "cpu")
+            and self._generator_device() in (None, torch.device("cpu"))
             and prefers_pil(image[None], self.interpolation)
         )
 
@@ -276,8 +326,15 @@ class DADA(v2.Transform):
         what = "a video tensor [..., T, C, H, W]" if frame_dims == 4 else "an image tensor [..., C, H, W]"
         if picture.ndim < frame_dims:
             raise ValueError(f"expected {what}, got shape {tuple(picture.shape)}")
+        if picture.layout != torch.strided:
+            raise ValueError(f"expected a dense image tensor, got layout {picture.layout} (use tensor.to_dense())")
         if picture.dtype != torch.uint8 and not picture.is_floating_point():
             raise ValueError(f"expected a uint8 or floating point image tensor, got dtype {picture.dtype}")
+        if picture.is_floating_point() and picture.device.type == "meta":
+            raise ValueError(
+                f"float images on the meta device cannot be checked to lie in [0, 1], got {picture.dtype} "
+                f"shape {tuple(picture.shape)} on meta; use uint8, or DADA.draw_params and apply_batch"
+            )
         channels, height, width = picture.shape[-3:]
         if channels not in (1, 3):
             raise ValueError(f"expected 1 or 3 channels, got {channels} (shape {tuple(picture.shape)})")
@@ -303,24 +360,38 @@ class DADA(v2.Transform):
         if images.device.type != "cpu":
             self._range_checked.add(str(images.device))
 
-    def _check_pil_generator(self) -> None:
-        if self.generator is not None and self.generator.device.type != "cpu":
-            raise ValueError(f"PIL images need a CPU generator, got one on {self.generator.device}")
+    def _fill_levels(self, input_type: type, floating: bool) -> tuple[tuple[float, ...] | None, tuple[float, ...]]:
+        """The fill and the Cutout fill for an input of ``input_type`` (a PIL image counts as
+        ``PIL.Image.Image``), on the kernels' 0..255 scale (see :func:`~dada_transforms.fill.fill_levels`)."""
+        if issubclass(input_type, Image.Image):
+            input_type = Image.Image
+        fill = self._fills.get(input_type, self._fills.get("others"))
+        cutout_fill = CUTOUT_FILL
+        if self._cutout_fill is not None:
+            cutout_fill = fill_levels(self._cutout_fill, floating, "cutout_fill")
+        return None if fill is None else fill_levels(fill, floating), cutout_fill
 
-    def _apply_pil(self, image: Image.Image, operations: Operations) -> Image.Image:
+    def _check_pil_generator(self) -> None:
+        device = self._generator_device()
+        if device is not None and device.type != "cpu":
+            raise ValueError(f"PIL images need a CPU generator, got one on {device}")
+
+    def _apply_pil(self, image: Image.Image, operations: Operations, input_type: type) -> Image.Image:
+        """Apply ``operations`` to a PIL image, filling as ``fill`` says for ``input_type`` (the caller's input)."""
         if image.mode == "P" and not image.getpalette():  # no palette: augment the indices as levels
-            levels = self._apply_pil(Image.frombytes("L", image.size, image.tobytes()), operations)
+            levels = self._apply_pil(Image.frombytes("L", image.size, image.tobytes()), operations, input_type)
             result = Image.frombytes("P", image.size, levels.tobytes())
             result.info.update(image.info)
             return result
         if image.mode == "P":
-            converted = self._apply_pil(image.convert("RGB"), operations)
+            converted = self._apply_pil(image.convert("RGB"), operations, input_type)
             result = converted.quantize(palette=image, dither=Image.Dither.NONE)
             result.info.update(image.info)
             return result
         channels = len(image.getbands())
-        fill = None if self.fill is None else fill_for_channels(self.fill, channels)
-        cutout_fill = fill_for_channels(self.cutout_fill, channels)
+        fill, cutout_fill = self._fill_levels(input_type, floating=False)
+        fill = None if fill is None else fill_for_channels(fill, channels)
+        cutout_fill = fill_for_channels(cutout_fill, channels)
         resample = _RESAMPLING[self.interpolation]
         for spec, argument, center in operations:
             options = PilOptions(fill, cutout_fill, resample, center)
@@ -335,7 +406,7 @@ class DADA(v2.Transform):
     def _apply_tensor(self, images: torch.Tensor, drawn: random_params.DrawnParams) -> torch.Tensor:
         channels, height, width = images.shape[-3:]
         batch = images.reshape(-1, channels, height, width).as_subclass(torch.Tensor)
-        result = self.apply_batch(batch, drawn).reshape(images.shape)
+        result = self._apply_batch(batch, drawn, type(images)).reshape(images.shape)
         return tv_tensors.wrap(result, like=images) if type(images) is not torch.Tensor else result
 
     def apply_batch(self, images: torch.Tensor, drawn: random_params.DrawnParams) -> torch.Tensor:
@@ -344,15 +415,23 @@ class DADA(v2.Transform):
         On the CPU, uint8 images with nearest resampling go through PIL's kernels when that is
         faster (one image, or large images: :func:`~dada_transforms.batch_pil.prefers_pil`);
         the bytes are the same either way."""
+        return self._apply_batch(images, drawn, type(images))
+
+    def _apply_batch(self, images: torch.Tensor, drawn: random_params.DrawnParams, input_type: type) -> torch.Tensor:
+        """:meth:`apply_batch`, filling as ``fill`` says for ``input_type``."""
         if not self._compile and prefers_pil(images, self.interpolation):
             result = images.contiguous().clone()
             for index, operations in enumerate(random_params.applied_operations(drawn)):
                 if operations:
-                    result[index] = planes_of(self._apply_pil(pil_image_of(images[index]), operations))
+                    result[index] = planes_of(self._apply_pil(pil_image_of(images[index]), operations, input_type))
             return result
         kinds = self._table(torch.device("cpu")).kinds_per_slot
-        options = TensorOptions(self.fill, self.cutout_fill, self.interpolation, drawn.cutout_centers[:, 0])
-        apply = compiled_apply_operations() if self._compile else apply_operations
+        fill, cutout_fill = self._fill_levels(input_type, images.is_floating_point())
+        options = TensorOptions(fill, cutout_fill, self.interpolation, drawn.cutout_centers[:, 0])
+        apply = apply_operations
+        if self._compile:  # one compiled function per configuration the graph is specialised on
+            configuration = (kinds, options[:-1], images.dtype, str(images.device), tuple(images.shape))
+            apply = compiled_apply_operations(configuration)
         warp_cache = None if self._compile or self.magnitude_std else self._warp_cache  # compiled: fixed shapes
         return apply(
             images, drawn.operations, drawn.applied, drawn.arguments, drawn.cutout_centers, options, kinds,
@@ -366,15 +445,17 @@ class DADA(v2.Transform):
         state["_tables"] = {}
         state["_range_checked"] = set()
         del state["_warp_cache"]  # a lock and tensors: a copy starts its own
-        if self.generator is not None:  # as bytes: torch's multiprocessing pickler cannot share a Generator
-            state["generator"] = (str(self.generator.device), bytes(self.generator.get_state().numpy()))
+        generator = self._generator
+        if isinstance(generator, torch.Generator):  # as bytes: torch's multiprocessing pickler cannot share a Generator
+            state_bytes = bytes(generator.get_state().numpy())
+            generator = _PendingGenerator(str(generator.device), generator.initial_seed(), state_bytes)
+        state["_generator"] = None if generator is None else tuple(generator)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if isinstance(state.get("generator"), tuple):
-            device, generator_state = state["generator"]
-            state["generator"] = torch.Generator(device)
-            state["generator"].set_state(torch.frombuffer(bytearray(generator_state), dtype=torch.uint8))
+        if state["_generator"] is not None:  # an accelerator's is created on first use (not in every worker)
+            pending = _PendingGenerator(*state["_generator"])
+            state["_generator"] = pending.create() if torch.device(pending.device).type == "cpu" else pending
         state["_warp_cache"] = WarpCache()
         super().__setstate__(state)
 
@@ -384,7 +465,7 @@ class DADA(v2.Transform):
             f"policy={name} ({len(self.policy)} sub-policies)",
             f"interpolation={self.interpolation}",
             f"fill={self.fill}",
-            f"cutout_fill={self.cutout_fill}",
+            f"cutout_fill={CUTOUT_FILL if self.cutout_fill is None else self.cutout_fill}",
         ]
         if self.mask_fill:
             parts.append(f"mask_fill={self.mask_fill}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
 from dada_transforms import DADA, OPERATION_NAMES
-from dada_transforms.batch import apply_operations
+from dada_transforms.batch import apply_operations, compiled_apply_operations
 from dada_transforms.functional_tensor import TensorOptions
 from dada_transforms.search.augmentation import AugmentationDraw, AugmentationParameters
 
@@ -56,3 +58,34 @@ def test_search_augmentation_step_has_no_graph_break(magnitude_grad):
 def test_compile_must_be_a_bool():
     with pytest.raises(ValueError, match="compile must be True or False, got 'yes'"):
         DADA("cifar10", compile="yes")
+
+
+def test_nine_configurations_in_one_process_compile(monkeypatch):
+    """Dynamo allows 8 recompilations per compiled code object, and ``fullgraph=True`` fails beyond
+    them: nine policies in one process raised ``FailOnRecompileLimitHit``. (Tracing only: the eager
+    backend, one small image per policy.)"""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    images = torch.randint(0, 256, (2, 3, 6, 5), dtype=torch.uint8)
+    for name in OPERATION_NAMES[5:15]:  # ten one-operation policies: ten graphs
+        compiled = DADA([[(name, 1.0, 0.7)]], compile=True, generator=torch.Generator().manual_seed(0))
+        eager = DADA([[(name, 1.0, 0.7)]], generator=torch.Generator().manual_seed(0))
+        assert torch.equal(compiled(images), eager(images)), name
+
+
+def test_compiled_functions_are_kept_per_configuration(monkeypatch):
+    """One compiled function per configuration the graph is specialised on, reused for the same one."""
+    compiled_for = []
+    monkeypatch.setattr(torch, "compile", lambda function, **options: compiled_for.append(function) or function)
+    compiled_apply_operations.cache_clear()
+    images = torch.randint(0, 256, (4, 3, 6, 5), dtype=torch.uint8)
+    variants = [
+        ("cifar10", {}, images), ("cifar10", {}, images.clone()),  # the same configuration twice
+        ("svhn", {}, images), ("cifar10", {"fill": 7}, images), ("cifar10", {"cutout_fill": 7}, images),
+        ("cifar10", {"interpolation": "bilinear"}, images), ("cifar10", {}, images.float() / 255),
+        ("cifar10", {}, images[:3]), ("cifar10", {}, images[:, :1]),
+    ]
+    for policy, options, batch in variants:
+        DADA(policy, compile=True, **options)(batch)
+    assert len(compiled_for) == len(variants) - 1
+    assert len({id(function.__code__) for function in compiled_for}) == len(compiled_for)  # each its own code object
+    compiled_apply_operations.cache_clear()

@@ -1,53 +1,34 @@
-"""The batched path never waits for the device: no data-dependent shape, no value read on the host.
+"""The batched path never waits for the device: no data-dependent shape, no value read on the host,
+and after the first batch no host-to-device copy.
 
 Two proofs, for every dtype, 3-D/4-D/5-D input and policy: the whole draw and application
 runs on the ``meta`` device (tensors without data, where any read of a value fails), and
-the aten operations it dispatches are recorded and checked against those that synchronise.
-With a GPU the same recording runs on CUDA, where copies back to the host are refused too.
+the aten operations it dispatches, and the tensors it makes from Python numbers, are recorded
+(``sync_recorder.SyncRecorder``) and checked against those that synchronise. With a GPU the same
+recording runs on CUDA, where copies back to the host are refused too.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from dada_transforms import DADA, OPERATION_NAMES
 from dada_transforms.batch import apply_operations
 from dada_transforms.functional_tensor import TensorOptions
 from dada_transforms.search.augmentation import MAGNITUDE_GRADIENTS, AugmentationParameters
 
-SYNCHRONISING = frozenset(
-    {"nonzero", "nonzero_static", "_local_scalar_dense", "item", "unique", "_unique", "_unique2", "unique_dim",
-     "unique_consecutive", "masked_select", "bincount", "histc", "repeat_interleave", "equal", "is_nonzero",
-     "allclose", "_assert_async"}
-)
+# tests/sync_recorder.py, loaded by path: the tests are imported with --import-mode=importlib (not on sys.path)
+_spec = importlib.util.spec_from_file_location("sync_recorder", Path(__file__).with_name("sync_recorder.py"))
+sync_recorder = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sync_recorder)
+Recorder = sync_recorder.SyncRecorder
+
 EVERY_KIND = [[(OPERATION_NAMES[i], 0.7, 0.6), (OPERATION_NAMES[(i + 4) % 15], 0.6, 0.3)] for i in range(15)]
 DEVICES = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-class Recorder(TorchDispatchMode):
-    """Records the aten operations dispatched, and those that would make the host wait."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-        self.synchronising: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = func._overloadpacket.__name__
-        self.names.append(name)
-        tensors = [value for value in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(value, torch.Tensor)]
-        if name in SYNCHRONISING:
-            self.synchronising.append(name)
-        elif name.startswith("index") and any(t.dtype == torch.bool for t in tensors[1:]):
-            self.synchronising.append(f"{name} with a boolean mask")
-        result = func(*args, **kwargs)
-        outputs = [value for value in torch.utils._pytree.tree_leaves(result) if isinstance(value, torch.Tensor)]
-        if any(t.device.type not in ("cpu", "meta") for t in tensors) and any(t.device.type == "cpu" for t in outputs):
-            self.synchronising.append(f"{name} copying to the host")
-        return result
 
 
 def _images(shape, dtype, device):
@@ -64,7 +45,8 @@ def _images(shape, dtype, device):
 def test_draw_and_apply_never_synchronise(device, dtype, shape):
     images = _images(shape, dtype, device)
     for policy, interpolation in ((EVERY_KIND, "nearest"), ("imagenet", "bilinear"), ("cifar10", "bicubic")):
-        transform = DADA(policy, interpolation=interpolation, fill=(1, 2, 3), magnitude_std=0.1)
+        fill = (1, 2, 3) if dtype == torch.uint8 else (0.1, 0.2, 0.3)  # in the images' range, as torchvision's
+        transform = DADA(policy, interpolation=interpolation, fill=fill, magnitude_std=0.1)
         batch = images.reshape(-1, *shape[-3:])
         with Recorder() as recorder:
             drawn = transform.draw_params(len(batch), device)
@@ -112,3 +94,32 @@ def test_the_recorder_catches_the_grouped_strategy():
     options = options._replace(cutout_centers=on_meta[-1][:, 0])
     with pytest.raises((NotImplementedError, RuntimeError), match="bincount|meta"):
         apply_operations(*on_meta, options, fixed_shapes=False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_later_batches_copy_nothing_to_the_device(device, dtype, interpolation):
+    """``torch.tensor(python_list, device=accelerator)`` is a pageable host-to-device copy that the host
+    waits for: the first batch on a device may make the constants it needs, later batches none (the
+    published policies, an RGB fill, the Cutout fill, every path of the fixed-shape strategy)."""
+    fill = (10, 20, 30) if dtype == torch.uint8 else (0.1, 0.2, 0.3)
+    for policy in ("cifar10", "imagenet", EVERY_KIND):
+        transform = DADA(policy, interpolation=interpolation, fill=fill, cutout_fill=fill)
+        images = _images((8, 3, 12, 10), dtype, device)
+        transform.apply_batch(images, transform.draw_params(len(images), device))  # warm-up
+        with Recorder() as recorder:
+            for _ in range(2):
+                transform.apply_batch(images, transform.draw_params(len(images), device))
+                if dtype == torch.uint8:
+                    transform(images)
+        assert recorder.host_to_device == [], (policy, recorder.host_to_device)
+        assert recorder.synchronising == [], (policy, recorder.synchronising)
+
+
+def test_the_recorder_sees_host_to_device_copies():
+    with Recorder() as recorder:
+        torch.tensor([1.0, 2.0], device="meta")
+        torch.ones(2).to("meta")
+        torch.tensor([1.0])  # on the host: not a copy
+    assert len(recorder.host_to_device) == 2, recorder.host_to_device

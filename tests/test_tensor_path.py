@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from torchvision import tv_tensors
 
 from dada_transforms import DADA, OPERATION_NAMES, load_policy
@@ -209,13 +209,11 @@ def _pil_apply(image: Image.Image, op: str, argument: float, center: tuple[float
     def affine(coefficients):
         return image.transform(image.size, Image.Transform.AFFINE, coefficients, NEAREST, fillcolor=FILL)
 
-    if op == "Cutout":
-        side = round(argument * w)
-        if side <= 0:
-            return image
+    if op == "Cutout":  # the authors' CutoutAbs: an inclusive rectangle from the unrounded side
+        side = argument * w
         x0, y0 = int(max(0.0, center[0] * w - side / 2)), int(max(0.0, center[1] * h - side / 2))
         image = image.copy()
-        image.paste(CUTOUT, (x0, y0, min(w, x0 + side), min(h, y0 + side)))
+        ImageDraw.Draw(image).rectangle((x0, y0, min(w, x0 + side), min(h, y0 + side)), fill=CUTOUT)
         return image
     return {
         "ShearX": lambda: affine((1, argument, 0, 0, 1, 0)),
@@ -249,6 +247,11 @@ def _pil_results(images: torch.Tensor, drawn) -> torch.Tensor:
     return torch.stack(results)
 
 
+def _float_fills() -> dict[str, tuple[float, ...]]:
+    """FILL and CUTOUT for float images: as torchvision's fill, in the images' range [0, 1]."""
+    return {"fill": tuple(v / 255 for v in FILL), "cutout_fill": tuple(v / 255 for v in CUTOUT)}
+
+
 def _row(drawn, row: int):
     return type(drawn)(**{name: value[row : row + 1] for name, value in vars(drawn).items()})
 
@@ -259,7 +262,8 @@ def _photos(count: int, make_image, size=(23, 19)) -> torch.Tensor:
 
 @pytest.mark.parametrize("dtype", [torch.uint8, *FLOATS])
 def test_mixed_batch_matches_single_images_and_pil(dtype, make_image):
-    transform = DADA(EVERY_KIND, fill=FILL, cutout_fill=CUTOUT, generator=torch.Generator().manual_seed(5))
+    fills = {"fill": FILL, "cutout_fill": CUTOUT} if dtype == torch.uint8 else _float_fills()
+    transform = DADA(EVERY_KIND, **fills, generator=torch.Generator().manual_seed(5))
     uint8 = _photos(120, make_image)
     drawn = transform.draw_params(len(uint8))
     applied = {(slot, int(op)) for slot in range(2) for op, used in zip(drawn.operations[:, slot], drawn.applied[:, slot]) if used}
@@ -356,9 +360,10 @@ def test_fixed_shapes_and_grouped_strategies_agree(strategy_input, interpolation
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 def test_bilinear_and_bicubic_batches_match_single_images_and_pil(interpolation, make_image):
     transform = DADA(EVERY_KIND, interpolation=interpolation, fill=FILL, cutout_fill=CUTOUT)
+    on_floats = DADA(EVERY_KIND, interpolation=interpolation, **_float_fills())
     uint8 = _photos(60, make_image, (40, 32))
     drawn = transform.draw_params(len(uint8))
-    for images in (uint8, uint8 / 255):
+    for images, transform in ((uint8, transform), (uint8 / 255, on_floats)):
         batched = transform.apply_batch(images, drawn)
         for row in range(0, len(images), 7):
             assert torch.equal(batched[row : row + 1], transform.apply_batch(images[row : row + 1], _row(drawn, row)))
@@ -385,7 +390,7 @@ def test_bilinear_and_bicubic_batches_match_single_images_and_pil(interpolation,
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16])
 def test_cuda_mixed_batch_matches_cpu_image_by_image(dtype, make_image):
-    transform = DADA(EVERY_KIND, fill=FILL, cutout_fill=CUTOUT)
+    transform = DADA(EVERY_KIND, **({"fill": FILL, "cutout_fill": CUTOUT} if dtype == torch.uint8 else _float_fills()))
     uint8 = _photos(120, make_image)
     images = uint8 if dtype == torch.uint8 else uint8.to(dtype) / 255
     drawn = transform.draw_params(len(images))

@@ -73,7 +73,7 @@ def test_repr_names_the_policy_and_settings():
     "kwargs, message",
     [
         ({"interpolation": "lanczos"}, "interpolation must be one of nearest, bilinear, bicubic, got 'lanczos'"),
-        ({"fill": (1, 2)}, r"fill must be None, one level or three levels in \[0, 255\], got \(1, 2\)"),
+        ({"fill": (1, 2)}, r"fill must be None, one value or three values in the images' range .*, got \(1, 2\)"),
         ({"fill": 300}, "got 300"),
         ({"cutout_fill": "grey"}, "cutout_fill must be"),
         ({"magnitude_std": -1}, "magnitude_std must be a number >= 0, got -1"),
@@ -90,3 +90,30 @@ def test_wrong_input_type():
         DADA("cifar10")([1, 2, 3])
     with pytest.raises(TypeError, match="got str"):
         DADA("cifar10")("photo.jpg")
+
+
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (lambda: torch.zeros(2, 3, 8, 8, device="meta"), "float images on the meta device cannot be checked"),
+        (lambda: torch.zeros(2, 3, 8, 8).to_sparse(), "expected a dense image tensor, got layout torch.sparse_coo"),
+        (lambda: torch.zeros(3, 8, 8, dtype=torch.uint8).to_sparse(), "got layout torch.sparse_coo"),
+    ],
+)
+def test_inputs_without_values_are_clear_errors(make_input, message):
+    with pytest.raises(ValueError, match=message):
+        DADA("cifar10")(make_input())
+
+
+def test_parameters_come_back_to_the_cpu_with_a_blocking_copy(monkeypatch):
+    """A device-to-host copy with ``non_blocking=True`` may be read before it completes (stale
+    parameters): only copies onto an accelerator are asynchronous."""
+    drawn = DADA("cifar10").draw_params(4)
+    copies = []
+    monkeypatch.setattr(torch.Tensor, "to", lambda tensor, device, non_blocking=False: copies.append(
+        (torch.device(device).type, non_blocking)) or tensor)
+    drawn.to(torch.device("cpu"))
+    assert copies and all(copy == ("cpu", False) for copy in copies)
+    copies.clear()
+    drawn.to(torch.device("cuda", 0))
+    assert copies and all(copy == ("cuda", True) for copy in copies)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 from torchvision import transforms
@@ -54,3 +55,50 @@ def test_without_workers_the_generator_is_used_as_given():
     first = _inverted(loader)
     transform.generator.manual_seed(7)
     assert torch.equal(_inverted(loader), first)
+
+
+class _FakeWorker:
+    """What ``torch.utils.data.get_worker_info`` returns inside a worker (only its seed is read)."""
+
+    seed = 1234
+
+
+def _record_generators(monkeypatch) -> list[str]:
+    """Record the device of every ``torch.Generator`` created (each made on the CPU: no accelerator here)."""
+    created, real = [], torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device="cpu": created.append(str(device)) or real())
+    return created
+
+
+def test_an_accelerator_generator_is_not_created_in_workers(monkeypatch):
+    """Unpickled in a (spawned) worker, or reseeded in a (forked) one, a CUDA generator must not be
+    created there: that initialises CUDA in every worker (under fork it fails). Drawing for CPU images
+    with it in a worker is refused with a clear message."""
+    transform = DADA([[("Invert", 0.5, 0.0)]], generator=torch.Generator().manual_seed(7))
+    state = transform.__getstate__()
+    device, seed, generator_state = state["_generator"]
+    state["_generator"] = ("cuda", seed, generator_state)  # as pickled from a CUDA generator
+    created = _record_generators(monkeypatch)
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: _FakeWorker)
+    in_worker = DADA.__new__(DADA)
+    in_worker.__setstate__(state)
+    image = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="generator is on cuda, but this DataLoader worker augments CPU images"):
+        in_worker(image)
+    assert created == []
+
+
+def test_a_forked_worker_does_not_recreate_a_cuda_generator(monkeypatch):
+    class CudaGenerator:  # a CUDA generator as the parent process holds it (no CUDA here)
+        device = torch.device("cuda")
+
+        def initial_seed(self) -> int:
+            return 7
+
+    transform = DADA([[("Invert", 0.5, 0.0)]])
+    transform.generator = CudaGenerator()
+    created = _record_generators(monkeypatch)
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: _FakeWorker)
+    with pytest.raises(ValueError, match="give DADA a CPU generator"):
+        transform(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+    assert created == []
