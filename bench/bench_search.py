@@ -56,6 +56,7 @@ from dada_transforms.search.augmentation import AugmentationParameters
 from dada_transforms.search.batches import crop_and_flip
 from dada_transforms.search.bilevel import BilevelSearchStep
 from dada_transforms.search.data import split_halves
+from dada_transforms.search.device_checks import resolve_device
 from dada_transforms.search.models import build_model
 
 SEARCHED_IMAGES = 4000
@@ -286,7 +287,7 @@ def main() -> None:
         estimate_published_imagenet(device, overhead if args.nproc > 1 else None)
         return
     if args.variance:
-        device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+        device = resolve_device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
         samplings = [args.sampling] if args.sampling_given else ["per-batch", "per-sample"]
         for sampling in samplings:
             variance_report(device, sampling, args.batches, args.draws, args.points, seed=0)
@@ -299,7 +300,7 @@ def main() -> None:
         on_cuda = device == "cuda"
         steps = args.steps if args.steps is not None else (32 if on_cuda else 3)
         warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
-        bench(torch.device(device), args.model or "wrn-40-2", args.batch_size or 128, steps, warmup, args.sampling)
+        bench(resolve_device(device), args.model or "wrn-40-2", args.batch_size or 128, steps, warmup, args.sampling)
 
 
 if __name__ == "__main__":

@@ -180,9 +180,10 @@ def estimate_published_imagenet(device: str, all_reduce_s: float | None = None, 
     from dada_transforms.search.augmentation import AugmentationParameters
     from dada_transforms.search.batches import crop_and_flip
     from dada_transforms.search.bilevel import BilevelSearchStep
+    from dada_transforms.search.device_checks import resolve_device
     from dada_transforms.search.models import build_model
 
-    target = torch.device(device)
+    target = resolve_device(device)
     torch.manual_seed(0)
     generator = torch.Generator(device=target).manual_seed(0)
     model = build_model("resnet50", 120).to(target)

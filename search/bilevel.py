@@ -40,6 +40,7 @@ from torch.func import functional_call
 
 from .augmentation import MAGNITUDE_GRADIENTS, AugmentationDraw, AugmentationParameters, AugmentedBatch
 from .batches import color_jitter, draw_color_jitter, draw_lighting, lighting
+from .device_checks import indexed_device
 from .distributed import SINGLE, Processes, average_, gather
 from .relax import (
     GradientEstimate,
@@ -56,10 +57,15 @@ _FINITE_DIFFERENCE_RADIUS = 0.01
 
 @dataclass
 class StepStats:
-    """Training loss and accuracy of the augmented batch, as 0-dim tensors on the model's device."""
+    """Training loss and accuracy of the augmented batch, as 0-dim tensors on the model's device.
+
+    ``values``: the objective ``F`` of each of this process's draws (``[1]`` per
+    batch, ``[N]`` per sample), None without the unrolled step.
+    """
 
     loss: torch.Tensor
     accuracy: torch.Tensor
+    values: torch.Tensor | None = None
 
 
 def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
@@ -68,26 +74,45 @@ def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def _float32_precision_settings() -> list[tuple[Any, str, Any]]:
+    """``(owner, attribute, full-precision value)`` for every float32 convolution and matmul precision setting.
+
+    torch >= 2.9 has per-backend, per-operator settings (``fp32_precision``); only
+    those are read, since reading the legacy ``allow_tf32`` flags raises once a
+    caller has mixed the two APIs. oneDNN (CPU) is included: ``medium`` matmul
+    precision makes its float32 matmuls bfloat16.
+    """
+    backends = torch.backends
+    if hasattr(backends.cudnn, "conv"):
+        owners = [backends.cuda.matmul, backends.cudnn.conv]
+        if hasattr(getattr(backends, "mkldnn", None), "matmul"):
+            owners += [backends.mkldnn.matmul, backends.mkldnn.conv]
+        return [(owner, "fp32_precision", "ieee") for owner in owners]
+    return [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
+
+
 @contextmanager
 def _ieee_float32() -> Iterator[None]:
-    """Full float32 convolutions and matmuls (no TF32) for the finite difference.
+    """Full float32 convolutions and matmuls (no TF32, no bfloat16) for the finite difference.
 
     The perturbation ``eps * v`` moves each weight by far less than TF32's
     resolution (10 mantissa bits), so with TF32 the losses at ``w+`` and ``w-``
     would differ mostly by rounding. The caller's settings are restored on exit.
     """
-    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: per-operator precision settings
-        settings = [(torch.backends.cudnn.conv, "fp32_precision", "ieee"), (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
-    else:
-        settings = [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
+    settings = _float32_precision_settings()
     saved = [getattr(owner, name) for owner, name, _ in settings]
-    for owner, name, value in settings:
-        setattr(owner, name, value)
+    legacy_matmul = None if hasattr(torch.backends.cudnn, "conv") else torch.get_float32_matmul_precision()
     try:
+        for owner, name, value in settings:
+            setattr(owner, name, value)
+        if legacy_matmul is not None:
+            torch.set_float32_matmul_precision("highest")
         yield
     finally:
         for (owner, name, _), value in zip(settings, saved):
             setattr(owner, name, value)
+        if legacy_matmul is not None:
+            torch.set_float32_matmul_precision(legacy_matmul)
 
 
 class BilevelSearchStep:
@@ -110,10 +135,12 @@ class BilevelSearchStep:
         estimator: the (alpha, p) gradient estimator: ``"baseline"`` (default),
             ``"relax"`` (the trained control variate) or ``"score-function"``
             (c = 0, the authors' effective estimator); see :mod:`.relax`.
-        color_jitter: ColorJitter(b, c, s) strength applied after the policy (0 = off;
-            the published ImageNet search: 0.4).
+        color_jitter: ColorJitter(b, c, s) strength applied after the policy (0 = off).
+            That is the order of the authors' *training* pipeline; their ImageNet
+            search jitters before the policy, which ``dada-search`` does outside
+            the step (:func:`.batches.color_jittered`) and leaves this at 0.
         lighting: standard deviation of AlexNet-style PCA lighting noise after
-            ColorJitter (0 = off; the published ImageNet search: 0.1).
+            the policy (0 = off; the published ImageNet search: 0.1).
         unrolled: False skips the hypergradient (first-order): the augmentation
             parameters then get no gradient at all and stay where they are.
         generator: RNG for the augmentation draws (on the model's device); under
@@ -215,11 +242,12 @@ class BilevelSearchStep:
         if self.unrolled:
             gradients = self._hypergradients(inputs, train_labels, val_images, val_labels, weight_gradients, sample)
             self._architecture_step(gradients)
+        values = gradients["values"] if self.unrolled else None
         torch.nn.utils.clip_grad_norm_([parameter for _, parameter in trainable], self.grad_clip)
         self.weight_optimizer.step()
         self.weight_optimizer.zero_grad(set_to_none=True)
         accuracy = (logits.detach().argmax(1) == train_labels).float().mean()
-        return StepStats(loss.detach(), accuracy)
+        return StepStats(loss.detach(), accuracy, values)
 
     def architecture_gradients(
         self,
@@ -252,7 +280,7 @@ class BilevelSearchStep:
         """Check the batches, draw (unless given) and build the augmented model input."""
         self._check_batch(train_images, train_labels, "train")
         self._check_batch(val_images, val_labels, "val")
-        if self.generator is not None and self.generator.device != train_images.device:
+        if self.generator is not None and indexed_device(self.generator.device) != indexed_device(train_images.device):
             raise ValueError(f"generator is on {self.generator.device}, the images on {train_images.device}")
         self.model.train()
         if sample is None:
@@ -324,6 +352,25 @@ class BilevelSearchStep:
         if self.estimator == "score-function":
             return score_function_gradients(values, alpha, probabilities, discrete)
         return baseline_gradients(values, baseline.expand_as(values), alpha, probabilities, discrete)
+
+    def policy_step(self, values: torch.Tensor, sample: AugmentationDraw, magnitudes: torch.Tensor) -> None:
+        """The step's update of (alpha, p, m) (and phi) from given objective values and magnitude gradient.
+
+        What :meth:`step` does after the hypergradient, with ``values`` (``F`` of
+        each draw of ``sample``) and ``magnitudes`` (``[105, 2]``) supplied: the
+        configured estimator, the running baseline, Adam and the clamp. The null
+        pass of :mod:`.noise_floor` drives it with objective values that carry no
+        information about the draw.
+        """
+        estimate = self._estimate(values, sample)
+        self._architecture_step(
+            {
+                "alpha": estimate.alpha,
+                "probabilities": estimate.probabilities,
+                "magnitudes": magnitudes,
+                "variance_loss": estimate.variance_loss,
+            }
+        )
 
     def _architecture_step(self, gradients: dict[str, torch.Tensor]) -> None:
         """Adam on (alpha, p, m) with the hypergradients and on phi with RELAX's variance loss.

@@ -28,8 +28,10 @@ histograms), so that the order and batching of the decoding cannot change them.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -40,6 +42,8 @@ import torch
 import torchvision
 from PIL import Image
 from torchvision.transforms import v2
+
+from dada_transforms.files import read_regular_file
 
 from .settings import BAD_IMAGES, FILE_DATASETS, SearchInputError, check_data_options
 from .splits import reduced_class_subset, stratified_split
@@ -57,6 +61,8 @@ _STATISTICS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 _DECODE_BATCH = 256
+MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024
+"""The largest image file read (larger ones are unreadable images)."""
 _GIB = 1 << 30
 
 
@@ -168,14 +174,21 @@ def in_memory_limit() -> int:
 
 
 def choose_data_path(
-    dataset: str, image_count: int, image_size: int, data_path: str, processes_on_node: int = 1
+    dataset: str,
+    image_count: int,
+    image_size: int,
+    data_path: str,
+    processes_on_node: int = 1,
+    device_budget: int | None = None,
 ) -> str:
     """``"memory"`` (decode everything with :func:`load_search_images`) or ``"stream"`` (:func:`list_search_images`).
 
     ``data_path`` ``"memory"`` and ``"stream"`` are taken as they are. ``"auto"``
     streams a file-based dataset (:data:`FILE_DATASETS`) when its decoded size,
     ``image_count * 3 * image_size**2`` bytes, times ``processes_on_node``
-    (each process holds its own copy) exceeds :func:`in_memory_limit`; the
+    (each process holds its own copy) exceeds :func:`in_memory_limit`, or when
+    one copy exceeds ``device_budget``, the bytes each process's GPU can hold
+    (:func:`~.device_checks.device_data_budget`; None on the CPU); the
     others are always in memory (``image_count`` is then not used).
 
     Raises:
@@ -189,8 +202,9 @@ def choose_data_path(
         return "memory"
     if data_path != "auto":
         return data_path
-    decoded = int(image_count) * 3 * int(image_size) ** 2 * processes_on_node
-    return "stream" if decoded > in_memory_limit() else "memory"
+    decoded = int(image_count) * 3 * int(image_size) ** 2
+    too_large_for_device = device_budget is not None and decoded > device_budget
+    return "stream" if too_large_for_device or decoded * processes_on_node > in_memory_limit() else "memory"
 
 
 def load_search_images(
@@ -233,6 +247,7 @@ def open_search_images(
     bad_images: str = "fail",
     data_path: str = "auto",
     processes_on_node: int = 1,
+    device_budget: int | None = None,
 ) -> LabelledImages | ImageFiles:
     """The searched images, decoded into memory (:class:`LabelledImages`) or listed to be streamed (:class:`ImageFiles`).
 
@@ -242,7 +257,8 @@ def open_search_images(
     check_bad_images(bad_images)
     if dataset in FILE_DATASETS:
         listing = _listing(dataset, data_dir)
-        if choose_data_path(dataset, len(listing.paths), image_size, data_path, processes_on_node) == "stream":
+        chosen = choose_data_path(dataset, len(listing.paths), image_size, data_path, processes_on_node, device_budget)
+        if chosen == "stream":
             return _listed_files(listing, image_size, bad_images)
         return _decoded(listing, image_size, bad_images, statistics=None)
     choose_data_path(dataset, 0, image_size, data_path)  # refuses "stream"
@@ -302,13 +318,32 @@ class DecodedFiles(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         path = self.paths[index]
         try:
-            return self.transform(torchvision.datasets.folder.pil_loader(path)), ""
+            return self.transform(_rgb_picture(path)), ""
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             if isinstance(error, Image.UnidentifiedImageError):
                 reason = "not an image format that Pillow reads"
             else:
-                reason = str(error).replace(repr(path), "").replace(path, "").strip(" :") or type(error).__name__
+                reason = str(error).replace(f"image file {path!r}", "").replace(repr(path), "").replace(path, "")
+                reason = reason.removeprefix("cannot read :").strip(" :") or type(error).__name__
             return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), " ".join(reason.split())
+
+
+def _rgb_picture(path: str) -> Image.Image:
+    """The image file ``path`` (a regular file, at most :data:`MAX_IMAGE_FILE_BYTES`) as an 8-bit RGB picture.
+
+    Raises:
+        ValueError: for a file that is not regular or too large, or pixels of more than 8 bits
+            (16-bit PNGs would otherwise be clipped to white, as ``DADA`` refuses them).
+        OSError: for a file that Pillow cannot decode.
+    """
+    data = read_regular_file(path, MAX_IMAGE_FILE_BYTES, "image file")
+    with Image.open(io.BytesIO(data)) as picture:
+        if picture.mode.startswith(("I", "F")):
+            raise ValueError(
+                f"{picture.mode} pixels of more than 8 bits, which the search would clip to white; "
+                f"convert the images to 8-bit RGB"
+            )
+        return picture.convert("RGB")
 
 
 def unreadable_image_error(path: str, reason: str) -> SearchInputError:
@@ -414,9 +449,20 @@ def _imagenet(root: Path, reduced: bool) -> _Listing:
     return _Listing(paths, labels, classes, str(root), _STATISTICS["imagenet"], False)
 
 
+def check_image_folder(root: Path, option: str) -> None:
+    """Raise a SearchInputError naming ``option`` unless ``root`` is a folder (what is wrong: missing, a file, a link loop)."""
+    try:
+        is_folder = stat.S_ISDIR(root.stat().st_mode)
+    except OSError as error:
+        problem = "does not exist" if isinstance(error, FileNotFoundError) else f"cannot be read ({error.strerror or error})"
+    else:
+        problem = None if is_folder else "is not a folder"
+    if problem:
+        raise SearchInputError(f"image folder {str(root)!r} {problem}; pass {option} with a DIR/CLASS/IMAGE tree")
+
+
 def _image_folder(root: Path) -> _Listing:
-    if not root.is_dir():
-        raise SearchInputError(f"image folder {str(root)!r} does not exist; pass --data-dir with a DIR/CLASS/IMAGE tree")
+    check_image_folder(root, "--data-dir")
     extensions = ", ".join(torchvision.datasets.folder.IMG_EXTENSIONS)
     try:
         dataset = torchvision.datasets.ImageFolder(str(root), allow_empty=True)

@@ -11,6 +11,7 @@ Messages and files travel between processes as bytes in uint8 tensors (never pic
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,10 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from dada_transforms.files import read_regular_file
 
 from .settings import SearchInputError
 
@@ -197,6 +200,36 @@ def agreed(processes: Processes, function: Callable[[], _Result]) -> _Result:
     return result  # type: ignore[return-value]
 
 
+def check_agreement(processes: Processes, values: dict[str, Any], what: str) -> None:
+    """Check that every process holds the same ``values`` (JSON-encodable; at most 4 KiB encoded).
+
+    Raises:
+        AgreedError: on every process when they differ, naming ``what``, each differing key, and
+            which ranks hold which value (one message, the same everywhere).
+    """
+    if not processes.distributed:
+        return
+    encoded = json.dumps(values, sort_keys=True)
+    if len(encoded.encode("utf-8")) > _MAX_MESSAGE_BYTES:
+        raise ValueError(f"{what} to compare take {len(encoded)} bytes, more than {_MAX_MESSAGE_BYTES}")
+    every = [json.loads(text) for text in _gather_messages(processes, encoded)]
+    differences = []
+    for key in sorted(set().union(*every)):
+        ranks: dict[str, list[int]] = {}
+        for rank, held in enumerate(every):
+            ranks.setdefault(json.dumps(held.get(key)), []).append(rank)
+        if len(ranks) > 1:
+            held_by = "; ".join(
+                f"{value} on rank{'s' if len(owners) > 1 else ''} {', '.join(map(str, owners))}" for value, owners in ranks.items()
+            )
+            differences.append(f"{key!r} ({held_by})")
+    if differences:
+        raise AgreedError(
+            f"the {processes.world_size} processes of this job differ in {what}: {'; '.join(differences)}; "
+            f"start every process with the same arguments and data"
+        )
+
+
 def barrier(processes: Processes) -> None:
     """Wait until every process gets here (bounded by the process group's timeout)."""
     if processes.distributed:
@@ -237,19 +270,34 @@ def gather(processes: Processes, tensor: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def shared_folder(processes: Processes, folder: Path, names: Callable[[Path], list[str]]) -> Iterator[Path]:
+def shared_folder(processes: Processes, folder: Path, names: Callable[[Path], list[str]], limit: int) -> Iterator[Path]:
     """``folder`` on rank 0; on the other processes a private copy of its files ``names(folder)`` sent by rank 0.
 
     So that every process can read rank 0's checkpoint without a shared file system.
+    Rank 0 reads each file whole first, checked to be a regular file of at most
+    ``limit`` bytes.
+
+    Raises:
+        AgreedError: on every process, when rank 0 cannot read a file.
     """
     if not processes.distributed:
         yield folder
         return
-    listing = broadcast_bytes(processes, "\n".join(names(folder)).encode() if processes.is_main else None).decode()
-    files = [name for name in listing.split("\n") if name]
+
+    def read() -> list[tuple[str, bytes]] | None:
+        if not processes.is_main:
+            return None
+        try:
+            return [(name, read_regular_file(folder / name, limit, "checkpoint file")) for name in names(folder)]
+        except ValueError as error:
+            raise SearchInputError(f"{error}; cannot share the checkpoint with the other processes") from None
+
+    contents = agreed(processes, read)
+    listing = broadcast_bytes(processes, "\n".join(name for name, _ in contents).encode() if processes.is_main else None)
+    files = [name for name in listing.decode().split("\n") if name]
     if processes.is_main:
-        for name in files:
-            broadcast_bytes(processes, (folder / name).read_bytes())
+        for _, content in contents:
+            broadcast_bytes(processes, content)
         yield folder
         return
     with tempfile.TemporaryDirectory(prefix="dada-search-checkpoint-") as copy:

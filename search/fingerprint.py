@@ -12,14 +12,16 @@ the sample, goes unnoticed.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .data import ImageFiles, LabelledImages, evenly_spaced
+from dada_transforms.files import read_regular_file
+
+from .data import MAX_IMAGE_FILE_BYTES, ImageFiles, LabelledImages, evenly_spaced
 from .settings import SearchInputError
 
 CONTENT_SAMPLE = 2000
@@ -46,9 +48,12 @@ def _files_sha256(files: ImageFiles) -> str:
     for position, path in enumerate(files.paths):
         try:
             size = os.stat(path).st_size
-            content = hashlib.sha256(Path(path).read_bytes()).digest() if position in sampled else b""
+            read = position in sampled
+            content = hashlib.sha256(read_regular_file(path, MAX_IMAGE_FILE_BYTES, "image file")).digest() if read else b""
         except OSError as error:
             raise SearchInputError(f"cannot read image file {path!r} to fingerprint it: {error.strerror or error}") from None
+        except ValueError as error:  # not a regular file, or too large
+            raise SearchInputError(f"{error}; cannot fingerprint the searched images") from None
         name = path[len(prefix) :] if prefix and path.startswith(prefix) else path
         digest.update(os.fsencode(name.replace(os.sep, "/")) + b"\0" + str(size).encode() + b"\0" + content + b"\n")
     return digest.hexdigest()
@@ -70,6 +75,12 @@ def data_fingerprint(
         "content_sha256": _files_sha256(files) if files is not None else _sha256(data.images),
         "split_sha256": _sha256(np.asarray(train_indices, dtype=np.int64), np.asarray(val_indices, dtype=np.int64)),
     }
+
+
+def comparable_fingerprint(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """``fingerprint`` with its class names replaced by their hash (``classes_sha256``): small enough to send around."""
+    names = json.dumps(fingerprint["classes"]).encode()
+    return {**{key: value for key, value in fingerprint.items() if key != "classes"}, "classes_sha256": hashlib.sha256(names).hexdigest()}
 
 
 def _shown_classes(classes: list[str]) -> str:

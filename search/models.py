@@ -15,6 +15,7 @@ import difflib
 import re
 
 import timm
+import timm.layers
 import torch
 from torch import nn
 
@@ -103,3 +104,13 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     if match:
         return WideResNet(int(match.group(1)), int(match.group(2)), num_classes)
     return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+
+def synchronized_batchnorm(network: nn.Module) -> nn.Module:
+    """``network`` with every BatchNorm layer as a SyncBatchNorm (``--sync-bn``), weights and statistics kept.
+
+    timm's fused ``BatchNormAct2d`` (normalisation + activation, as in EfficientNets)
+    becomes timm's ``SyncBatchNormAct``, which keeps the activation;
+    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` would drop it.
+    """
+    return timm.layers.convert_sync_batchnorm(network)

@@ -7,8 +7,9 @@ int64 labels ``[n]`` of the rows ``train_batches[k]`` of search-train and
 
 :class:`StreamedBatches` decodes the files in DataLoader workers (one batch per
 step, train and val rows together), pins them, and copies each step's batch to
-the device (on a side stream on CUDA) while the previous step runs. Host memory
-holds at most ``workers * prefetch`` decoded batches, whatever the dataset size.
+the device (on a side stream on CUDA) while the previous step runs; the workers
+persist from one epoch to the next. Host memory holds at most
+``workers * prefetch`` decoded batches, whatever the dataset size.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from .data import DecodedFiles, ImageFiles, LabelledImages, check_bad_images, unreadable_image_error
+from .device_checks import indexed_device
 from .settings import SearchInputError
 
 Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -90,7 +92,7 @@ class StreamedBatches:
             raise SearchInputError(f"train and val files decode to other sizes: {train.image_size} and {val.image_size} px")
         self.train = train
         self.val = val
-        self.device = torch.device(device)
+        self.device = indexed_device(device)
         self.workers = workers
         self.prefetch = prefetch
         self.bad_images = bad_images
@@ -100,6 +102,8 @@ class StreamedBatches:
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._reported: set[str] = set()
         self._fixed_val: tuple[bytes, torch.Tensor, torch.Tensor] | None = None  # (rows, images, labels) on the device
+        self._rows = _StepRows([], len(train))  # the DataLoader's batch sampler, refilled for each call of batches()
+        self._loader: torch.utils.data.DataLoader | None = None  # kept between calls: persistent workers
 
     def batches(self, train_batches: Sequence[torch.Tensor], val_batches: Sequence[torch.Tensor]) -> Iterator[Step]:
         """For each step, the images and labels of the rows ``train_batches[k]`` and ``val_batches[k]``.
@@ -116,22 +120,23 @@ class StreamedBatches:
             self._fixed_val = None
         decode_val = [not fixed or (step == 0 and self._fixed_val is None) for step in range(len(train_rows))]
         parts = [(train, val if decode else None) for train, val, decode in zip(train_rows, val_rows, decode_val)]
-        loader = torch.utils.data.DataLoader(
-            self._files,
-            batch_sampler=_StepRows(parts, len(self.train)),
-            num_workers=self.workers,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=self.prefetch if self.workers else None,
-            persistent_workers=False,
-        )
-        loaded = iter(loader)
+        self._rows.parts = parts
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                self._files,
+                batch_sampler=self._rows,
+                num_workers=self.workers,
+                pin_memory=self.device.type == "cuda",
+                prefetch_factor=self.prefetch if self.workers else None,
+                persistent_workers=self.workers > 0,  # the same workers every epoch (the rows are read per epoch)
+            )
+        loaded = iter(self._loader)
+        finished = False
         try:
             upcoming = self._to_device(next(loaded), *parts[0])
             for step in range(len(parts)):
                 images, labels = upcoming
-                if step + 1 < len(parts):  # the next step's copy starts before this step runs
-                    upcoming = self._to_device(next(loaded), *parts[step + 1])
-                if self._copy_stream is not None:
+                if self._copy_stream is not None:  # this step's stream waits for this batch's copy only
                     current = torch.cuda.current_stream(self.device)
                     current.wait_stream(self._copy_stream)
                     images.record_stream(current)
@@ -143,8 +148,15 @@ class StreamedBatches:
                     yield images[:count], labels[:count], self._fixed_val[1], self._fixed_val[2]
                 else:
                     yield images[:count], labels[:count], images[count:], labels[count:]
+                # the step's work is queued: now wait for the next decoded batch and start its copy,
+                # which runs while the device still computes this step
+                if step + 1 < len(parts):
+                    upcoming = self._to_device(next(loaded), *parts[step + 1])
+            finished = True
         finally:
-            del loaded  # the workers stop now, also when the search stops early (not when a traceback lets go)
+            del loaded
+            if not finished:  # the search stopped early: its workers stop now (not when a traceback lets go)
+                self._loader = None
 
     def _to_device(
         self, loaded: tuple[torch.Tensor, list[str]], train_rows: np.ndarray, val_rows: np.ndarray | None

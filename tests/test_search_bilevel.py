@@ -244,6 +244,30 @@ def test_finite_difference_runs_without_tf32_and_restores_the_setting():
     assert torch.backends.cudnn.conv.fp32_precision == before
 
 
+class _MatmulPrecisionRecorder(_PrecisionRecorder):
+    """Records the CPU (oneDNN) and CUDA float32 matmul precision settings at each forward pass."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen.append((torch.backends.mkldnn.matmul.fp32_precision, torch.backends.cuda.matmul.fp32_precision))
+        return self.layers(images)
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cudnn, "conv"), reason="per-operator precision settings need torch >= 2.9")
+def test_finite_difference_is_full_float32_whatever_matmul_precision_the_caller_set():
+    """'medium' makes oneDNN's float32 matmuls bfloat16 on the CPU: the finite difference must not see it."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        caller = (torch.backends.mkldnn.matmul.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+        model = _MatmulPrecisionRecorder()
+        _searcher(model, AugmentationParameters()).architecture_gradients(*_images(4, seed=0), *_images(4, seed=1))
+        assert model.seen == [caller, caller, ("ieee", "ieee"), ("ieee", "ieee")]
+        assert (torch.backends.mkldnn.matmul.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == caller
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 @pytest.mark.parametrize("magnitude", [0.3, 0.0])  # 0: a magnitude at its boundary keeps its gradient
 def test_autodiff_magnitude_gradient_of_brightness_is_the_image(magnitude):
     augmentation = AugmentationParameters().double()

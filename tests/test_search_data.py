@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from dada_transforms.search.batches import crop_and_flip
-from dada_transforms.search.data import load_search_images, reduced_imagenet_classes, split_halves
+from dada_transforms.search.data import load_search_images, open_search_images, reduced_imagenet_classes, split_halves
 from dada_transforms.search.models import build_model
 from dada_transforms.search.settings import SearchInputError, resolve_settings
 from dada_transforms.search.splits import stratified_split
@@ -193,3 +197,46 @@ def test_image_folder_class_problems_are_named(image_tree) -> None:
         load_search_images("imagefolder", image_tree, image_size=16)
     with pytest.raises(SearchInputError, match="no class folders in"):
         load_search_images("imagefolder", image_tree / "class2", image_size=16)
+
+
+def test_16_bit_images_are_refused_not_searched_as_white(image_tree) -> None:
+    wide = image_tree / "class0" / "wide.png"
+    Image.fromarray((np.arange(20 * 24).reshape(20, 24) * 100).astype(np.uint16)).save(wide)
+    assert Image.open(wide).mode == "I;16"  # a real 16-bit PNG, as Pillow writes it
+    for data_path in ("memory", "stream"):
+        with pytest.raises(SearchInputError, match=rf"cannot read image '{wide}' \(I;16 pixels of more than 8 bits"):
+            open_search_images("imagefolder", image_tree, image_size=16, data_path=data_path)
+
+
+def _run_bounded(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh Python, killed after 120 s: a regression that blocks fails instead of hanging the suite."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs need POSIX")
+def test_a_fifo_in_an_image_folder_is_named_not_waited_on(image_tree) -> None:
+    fifo = image_tree / "class1" / "fifo.png"
+    os.mkfifo(fifo)
+    code = f"""
+import numpy as np, torch
+from dada_transforms.search.data import ImageFiles, open_search_images
+from dada_transforms.search.fingerprint import data_fingerprint
+from dada_transforms.search.settings import SearchInputError
+for data_path in ("memory", "stream"):
+    try:
+        open_search_images("imagefolder", {str(image_tree)!r}, image_size=16, data_path=data_path)
+    except SearchInputError as error:
+        print(error)
+files = ImageFiles(({str(fifo)!r}, {str(image_tree / "class0" / "0.png")!r}), torch.tensor([0, 1]), 2,
+                   (0.5,) * 3, (0.2,) * 3, ("a", "b"), 16)
+try:
+    data_fingerprint(files, np.array([0]), np.array([1]))
+except SearchInputError as error:
+    print(error)
+"""
+    result = _run_bounded(code)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [f"cannot read image '{fifo}' (not a regular file); fix or remove it, or pass --bad-images "
+                         f"skip (bad_images='skip' in Python) to leave unreadable images out"] * 2
+    assert lines[2] == f"cannot read image file '{fifo}': not a regular file; cannot fingerprint the searched images"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,6 +131,78 @@ def test_a_global_batch_that_does_not_divide_is_one_clear_error(image_tree, tmp_
     assert not (tmp_path / "presets").exists()
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _one_process_checkpoint(image_tree: Path, output: Path, monkeypatch) -> Path:
+    """The checkpoint folder of a one-process search interrupted after its first epoch."""
+    import dada_transforms.search.checkpoint as checkpoint_module
+    from dada_transforms.search.loop import search
+
+    real_save = checkpoint_module.save_checkpoint
+
+    def save_then_stop(directory, state):
+        real_save(directory, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        search(**_search_options(image_tree, output))
+    return output / "run.checkpoint"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs need POSIX")
+def test_processes_that_differ_are_stopped_with_one_message_naming_what_and_which_ranks(
+    image_tree, tmp_path, monkeypatch
+) -> None:
+    """One launch, several set-ups that must each stop both processes (then the CLI, whose exit ends the job)."""
+    other_data = tmp_path / "other-images"
+    shutil.copytree(image_tree, other_data)
+    (other_data / "class2" / "7.png").write_bytes((image_tree / "class2" / "6.png").read_bytes())
+    one_process = _one_process_checkpoint(image_tree, tmp_path / "one", monkeypatch)
+    assert json.loads((one_process / "checkpoint.json").read_text())["processes"] == 1
+    fifo = tmp_path / "fifo"
+    shutil.copytree(one_process, fifo / "run.checkpoint")
+    index = json.loads((fifo / "run.checkpoint" / "checkpoint.json").read_text())
+    (fifo / "run.checkpoint" / "checkpoint.json").write_text(json.dumps({**index, "processes": 2}))
+    tensors = fifo / "run.checkpoint" / index["tensors"]
+    tensors.unlink()
+    os.mkfifo(tensors)
+    base = _search_options(image_tree, tmp_path / "unused")
+    cases = [
+        ({}, {"lr": 0.05}),
+        ({}, {"epochs": 3, "batch_size": 6}),
+        ({}, {"data_dir": str(other_data)}),
+        ({"output": str(tmp_path / "one"), "resume": True},) * 2,
+        ({"output": str(fifo), "resume": True},) * 2,
+    ]
+    ports = [_free_port() for _ in range(len(cases) + 1)]
+    options = {"base": base, "cases": cases, "cli_rank1": ["--lr", "0.05"], "ports": ports}
+    result = _torchrun("cases", tmp_path, options, timeout=180)
+    messages = {}
+    for line in result.stdout.splitlines():
+        rank, case, message = line.split(" ", 2)
+        messages.setdefault(int(case), {})[int(rank)] = message
+    assert sorted(messages) == list(range(len(cases))), result.stdout + result.stderr
+    for case, by_rank in messages.items():
+        assert by_rank[0] == by_rank[1], case  # the same message on both processes
+    assert messages[0][0] == ("the 2 processes of this job differ in settings: 'lr' (0.1 on rank 0; 0.05 on rank 1); "
+                              "start every process with the same arguments and data")
+    assert "'batch_size' (4 on rank 0; 6 on rank 1); 'epochs' (2 on rank 0; 3 on rank 1)" in messages[1][0]
+    assert messages[2][0].startswith("the 2 processes of this job differ in the searched data: 'content_sha256' (")
+    assert "was made by 1 process sharing each batch, this search has 2: resume it with 1" in messages[3][0]
+    assert messages[4][0] == (f"cannot read checkpoint file '{tensors}': not a regular file; cannot share the "
+                              f"checkpoint with the other processes")
+    assert result.returncode != 0  # the CLI: rank 1's --lr differs
+    lines = [line for line in result.stderr.splitlines() if line.startswith("dada-search: error")]
+    assert lines == ["dada-search: error: the 2 processes of this job differ in settings: 'lr' (0.1 on rank 0; 0.05 on "
+                     "rank 1); start every process with the same arguments and data"], result.stderr
+    assert "[rank" not in result.stderr  # no worker tracebacks
+
+
 def test_a_stalled_process_ends_the_job_after_the_timeout(image_tree, tmp_path) -> None:
     options = _search_options(image_tree, tmp_path / "presets", epochs=50)
     started = time.monotonic()
@@ -179,6 +253,13 @@ def _worker_pid(parent: int, rank: int) -> int:
 # -- the worker: one process ----------------------------------------------------------
 
 
+def _flags(options: dict) -> list[str]:
+    return ["--dataset", options["dataset"], "--data-dir", options["data_dir"], "--name", options["name"],
+            "--output", options["output"], "--epochs", str(options["epochs"]), "--model", options["model"],
+            "--image-size", "16", "--cutout", "8", "--batch-size", str(options["batch_size"]), "--device", "cpu",
+            "--no-progress", "--timeout", "5"]
+
+
 def _worker(mode: str, out: Path, options: dict) -> int:
     import dada_transforms.search.checkpoint as checkpoint_module
     from dada_transforms.search.bilevel import BilevelSearchStep
@@ -188,10 +269,19 @@ def _worker(mode: str, out: Path, options: dict) -> int:
 
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
-    flags = ["--dataset", options["dataset"], "--data-dir", options["data_dir"], "--name", options["name"],
-             "--output", options["output"], "--epochs", str(options["epochs"]), "--model", options["model"],
-             "--image-size", "16", "--cutout", "8", "--batch-size", str(options["batch_size"]), "--device", "cpu",
-             "--no-progress", "--timeout", "5"]
+    if mode == "cases":  # each case: the options of rank 0 and rank 1 over options["base"]; then the CLI
+        for number, changes in enumerate(options["cases"]):
+            # a fresh rendezvous store per process group (a reused one holds the last group's addresses)
+            os.environ.update(MASTER_PORT=str(options["ports"][number]), TORCHELASTIC_USE_AGENT_STORE="False")
+            case = {**options["base"], **changes[rank]}
+            try:
+                search(case.pop("dataset"), **case)
+                print(f"{rank} {number} finished", flush=True)
+            except SearchInputError as error:
+                print(f"{rank} {number} {error}", flush=True)
+        os.environ["MASTER_PORT"] = str(options["ports"][-1])
+        return main(_flags(options["base"]) + (options["cli_rank1"] if rank == 1 else []))
+    flags = _flags(options)
     if mode == "cli":
         return main(flags)
     if mode in ("fail-on-rank-1", "stall-on-rank-1"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 
 import numpy as np
@@ -66,6 +68,65 @@ def test_streamed_batches_are_the_memory_batches(image_tree, workers: int) -> No
             assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
             steps += 1
         assert steps == len(train_batches) == 3
+
+
+class _FakeStream:
+    """Stands for a CUDA stream: records what waits on what."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def wait_stream(self, other: _FakeStream) -> None:
+        self.log.append(f"{self.name} waits for {other.name}")
+
+
+def test_each_step_waits_for_its_own_copy_and_the_next_copy_follows_the_step(image_tree, monkeypatch) -> None:
+    """The CUDA stream protocol, with fake streams on the CPU: wait for copy k, run step k, then decode and copy k+1."""
+    log: list[str] = []
+    listed = list_search_images("imagefolder", image_tree, image_size=16)
+    train_indices, val_indices = split_halves(listed.labels)
+    source = StreamedBatches(listed.subset(train_indices), listed.subset(val_indices), CPU, workers=0)
+    source._copy_stream = _FakeStream("copy stream", log)  # as built for a CUDA device
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _FakeStream("step stream", log))
+
+    @contextlib.contextmanager
+    def on_stream(stream):
+        log.append(f"copy on {stream.name}")
+        yield
+
+    monkeypatch.setattr(torch.cuda, "stream", on_stream)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda tensor, stream: log.append(f"used on {stream.name}"))
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor: tensor)
+    real_decode = data_module.DecodedFiles.__getitem__
+
+    def decode(files, index):
+        if not log or log[-1] != "decode":
+            log.append("decode")
+        return real_decode(files, index)
+
+    monkeypatch.setattr(data_module.DecodedFiles, "__getitem__", decode)
+    for step, _ in enumerate(source.batches(*_epoch(len(train_indices), len(val_indices), 5, 0, False))):
+        log.append(f"step {step}")
+    one_step = ["decode", "copy on copy stream", "step stream waits for copy stream"] + ["used on step stream"] * 2
+    assert log == [*one_step, "step 0", *one_step, "step 1", *one_step, "step 2"]
+
+
+def test_streaming_workers_persist_from_one_epoch_to_the_next(image_tree, tmp_path, monkeypatch) -> None:
+    listed = list_search_images("imagefolder", image_tree, image_size=16)
+    train_indices, val_indices = split_halves(listed.labels)
+    source = StreamedBatches(listed.subset(train_indices), listed.subset(val_indices), CPU, workers=1)
+    real_decode = data_module.DecodedFiles.__getitem__
+    pids = tmp_path / "pids"
+
+    def decode(files, index):  # runs in the (forked) worker
+        with open(pids, "a") as record:
+            record.write(f"{os.getpid()}\n")
+        return real_decode(files, index)
+
+    monkeypatch.setattr(data_module.DecodedFiles, "__getitem__", decode)
+    for epoch in range(2):
+        assert len(list(source.batches(*_epoch(len(train_indices), len(val_indices), 5, epoch, False)))) == 3
+    assert len(set(pids.read_text().split())) == 1
 
 
 def test_both_paths_list_the_same_files_statistics_and_fingerprint(image_tree, monkeypatch) -> None:
@@ -184,6 +245,28 @@ def test_choose_data_path() -> None:
         list_search_images("svhn", None, image_size=32)
     with pytest.raises(SearchInputError, match="data path must be one of auto, memory, stream, got 'disk'"):
         choose_data_path("imagefolder", 10, 32, "disk")
+
+
+def test_auto_data_path_on_a_gpu_sizes_the_images_against_the_device(monkeypatch) -> None:
+    """A 16 GiB host limit, a 16 GiB GPU with 6 GiB free: the images held on the GPU decide (memory figures faked)."""
+    from dada_transforms.search.device_checks import check_model_fits, device_data_budget
+
+    gib = 1 << 30
+    monkeypatch.setattr(data_module, "in_memory_limit", lambda: 16 * gib)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6 * gib, 16 * gib))
+    gpu = torch.device("cuda", 0)
+    budget = device_data_budget("wrn-10-1", gpu)
+    assert 2.9 * gib < budget < 3 * gib  # half of what the network's training state leaves free
+    assert device_data_budget("wrn-10-1", CPU) is None  # the host's limit alone
+    image_bytes = 3 * 224 * 224
+    assert choose_data_path("imagefolder", 30_000, 224, "auto") == "memory"  # 4.5 GB: fits the host
+    assert choose_data_path("imagefolder", 30_000, 224, "auto", device_budget=budget) == "stream"
+    assert choose_data_path("imagefolder", budget // image_bytes, 224, "auto", device_budget=budget) == "memory"
+    assert choose_data_path("imagefolder", 30_000, 224, "memory", device_budget=budget) == "memory"  # as asked
+    check_model_fits("wrn-10-1", gpu, data_bytes=15 * gib)
+    with pytest.raises(SearchInputError, match=r"and the searched images 18.3 GB, more than the 17.2 GB of memory of "
+                                               r"cuda:0; stream the images \(--data-path stream\)"):
+        check_model_fits("wrn-10-1", gpu, data_bytes=17 * gib)
 
 
 def _peak_rss_growth(run) -> int:
