@@ -3,13 +3,16 @@
 ``search_figure`` draws a search result's per-epoch history (the ``history.*``
 tensors of ``PRESET.safetensors`` and the loss and accuracy of ``PRESET.json``):
 the weights of the final top sub-policies over the epochs, the spread of the
-probabilities and magnitudes against their 0.5 start, and the loss and accuracy.
-``evaluation_figure`` draws ``dada-transforms evaluate``'s accuracies as bars.
+probabilities and magnitudes against their 0.5 start (with the result's noise
+band, ``metadata["noise_floor"]``, when it records one), and the loss and
+accuracy. ``evaluation_figure`` draws ``dada-transforms evaluate``'s paired
+differences to no-policy, with their 95 % intervals, around a zero line.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .atomic import write_atomic
-from .policy import Policy
-from .presets import preset_infos
+from .policy import Policy, _closest
+from .policy_table import printable
+from .presets import list_presets, preset_infos
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 PLOT_EXTRA = "pip install 'dada-transforms[plot]'"
 _SUB_POLICIES = 105
 _MAX_EPOCHS = 100_000
+NOISE_FLOOR_KEYS = ("weight", "probability", "magnitude")  # half-widths of the band around 1/105, 0.5 and 0.5
 
 
 def require_matplotlib() -> None:
@@ -50,16 +55,28 @@ class SearchHistory:
     weights: torch.Tensor  # [E, 105] softmax(alpha) at the end of each epoch
     probabilities: torch.Tensor  # [E, 105, 2]
     magnitudes: torch.Tensor  # [E, 105, 2]
+    noise_floor: dict[str, Any] | None = None  # metadata["noise_floor"]: weight, probability, magnitude half-widths, ...
 
 
 def _result_files(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
     """The ``.json`` and ``.safetensors`` of a search result given as a preset name or either file."""
+    text = str(spec)
     for info in preset_infos():
-        if info.name == str(spec):
+        if info.name == text:
+            if info.source == "built-in":
+                raise ValueError(
+                    f"{printable(text)!r} is a built-in preset, which has no search history to plot: RESULT must be "
+                    f"a dada-search result (a user preset it wrote, or its PRESET.json or PRESET.safetensors)"
+                )
             path = Path(info.location)
             break
     else:
         path = Path(spec).expanduser()
+        if not path.exists() and path.suffix not in (".json", ".safetensors") and os.sep not in text:
+            raise ValueError(
+                f"no preset or file {printable(text)!r}{_closest(text, list_presets())}: RESULT must be a dada-search "
+                f"result, a preset name or a PRESET.json or PRESET.safetensors written by dada-search"
+            )
     policy_file, tensor_file = path.with_suffix(".json"), path.with_suffix(".safetensors")
     for file in (policy_file, tensor_file):
         if not file.is_file():
@@ -78,16 +95,16 @@ def load_search_history(spec: str | os.PathLike[str]) -> SearchHistory:
     """
     from safetensors import SafetensorError, safe_open
 
+    from .files import read_paired_parameters
+
     policy_file, tensor_file = _result_files(spec)
     policy = Policy.from_json(policy_file)
+    read_paired_parameters(policy.metadata, policy_file, tensor_file)
     history = policy.metadata.get("history")
     if not isinstance(history, list) or not history or len(history) > _MAX_EPOCHS:
         raise ValueError(f"{str(policy_file)!r} is not a dada-search result: its metadata has no per-epoch history")
-    try:
-        loss = [float(entry["loss"]) for entry in history]
-        accuracy = [float(entry["accuracy"]) for entry in history]
-    except (TypeError, KeyError, ValueError):
-        raise ValueError(f"{str(policy_file)!r}: every history entry must have a numeric loss and accuracy") from None
+    loss = [_finite_entry(entry, "loss", index, policy_file) for index, entry in enumerate(history)]
+    accuracy = [_finite_entry(entry, "accuracy", index, policy_file) for index, entry in enumerate(history)]
     epochs = len(history)
     shapes = {"sub_policy_weights": (epochs, _SUB_POLICIES), "probabilities": (epochs, _SUB_POLICIES, 2), "magnitudes": (epochs, _SUB_POLICIES, 2)}
     tensors = {}
@@ -112,7 +129,36 @@ def load_search_history(spec: str | os.PathLike[str]) -> SearchHistory:
     return SearchHistory(
         policy.name or policy_file.stem, search, loss, accuracy,
         tensors["sub_policy_weights"], tensors["probabilities"], tensors["magnitudes"],
+        _noise_floor(policy.metadata.get("noise_floor"), policy_file),
     )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite_entry(entry: Any, key: str, index: int, policy_file: Path) -> float:
+    """History entry ``index``'s ``key``: a finite JSON number (not a string such as "nan", not true/false)."""
+    value = entry.get(key) if isinstance(entry, dict) else None
+    if not _is_number(value):
+        raise ValueError(
+            f"{str(policy_file)!r}: history entry {index + 1} has {key} {printable(repr(value))}; "
+            f"every history entry's loss and accuracy must be a finite number"
+        )
+    return float(value)
+
+
+def _noise_floor(record: Any, policy_file: Path) -> dict[str, Any] | None:
+    """The result's noise band (None when it records none): non-negative finite half-widths, then optional steps and method."""
+    if record is None:
+        return None
+    where = f"{str(policy_file)!r}: metadata noise_floor"
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} must be an object with {', '.join(NOISE_FLOOR_KEYS)}, got {printable(repr(record))[:80]}")
+    for key in NOISE_FLOOR_KEYS:
+        if not _is_number(record.get(key)) or record[key] < 0:
+            raise ValueError(f"{where} {key} must be a finite number >= 0, got {printable(repr(record.get(key)))[:80]}")
+    return record
 
 
 def search_figure(history: SearchHistory, top: int = 8) -> Figure:
@@ -133,10 +179,23 @@ def search_figure(history: SearchHistory, top: int = 8) -> Figure:
         color="0.85", label="all 105 (min-max)",
     )
     weights_axes.axhline(1 / _SUB_POLICIES, color="k", linestyle="--", linewidth=1, label="start (uniform 1/105)")
-    weights_axes.set(title=f"sub-policy weights: the final top {min(top, _SUB_POLICIES)}", xlabel="epoch", ylabel="softmax(alpha)")
+    band = history.noise_floor
+    if band is not None:
+        _noise_band(weights_axes, 1 / _SUB_POLICIES, band["weight"])
+    outside = ""
+    if band is not None:
+        outside = f"\n({int(((final - 1 / _SUB_POLICIES).abs() > band['weight']).sum())} of 105 outside the noise band)"
+    weights_axes.set(
+        title=f"sub-policy weights: the final top {min(top, _SUB_POLICIES)}{outside}", xlabel="epoch", ylabel="softmax(alpha)"
+    )
     weights_axes.legend(fontsize=7, loc="best")
-    for axes, values, what in ((p_axes, history.probabilities, "probabilities p"), (m_axes, history.magnitudes, "magnitudes m")):
-        _spread(axes, epochs, values.flatten(1), what)
+    for axes, values, what, key in (
+        (p_axes, history.probabilities, "probabilities p", "probability"),
+        (m_axes, history.magnitudes, "magnitudes m", "magnitude"),
+    ):
+        _spread(axes, epochs, values.flatten(1), what, None if band is None else band[key])
+        if band is not None:
+            _noise_band(axes, 0.5, band[key])
     loss_axes.plot(epochs, history.loss, marker=".", color="tab:red", label="loss")
     loss_axes.set(title="augmented search-train batches", xlabel="epoch", ylabel="loss")
     accuracy_axes = loss_axes.twinx()
@@ -149,49 +208,97 @@ def search_figure(history: SearchHistory, top: int = 8) -> Figure:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     search = history.search
     figure.suptitle(
-        f"{history.name}: dada-search on {search.get('dataset', '?')}, {search.get('model', '?')}, "
+        f"{printable(history.name)}: dada-search on {search.get('dataset', '?')}, {search.get('model', '?')}, "
         f"{len(epochs)} epochs, sampling {search.get('sampling', '?')}"
+        + ("" if history.noise_floor is None else f"\nnoise band (green): {_noise_band_source(history.noise_floor)}")
     )
     return figure
 
 
-def _spread(axes: Any, epochs: list[int], values: torch.Tensor, what: str) -> None:
-    """Min-max, 10-90 % and median of ``values [E, V]`` per epoch, with the 0.5 start."""
+def _noise_band(axes: Any, start: float, half_width: float) -> None:
+    """The band ``start +/- half_width`` within which a search whose objective is noise leaves a parameter, shaded."""
+    axes.axhspan(start - half_width, start + half_width, color="tab:green", alpha=0.2, zorder=0, label=f"noise band (+/-{half_width:.3g})")
+    axes.legend(fontsize=7, loc="best")
+
+
+def _noise_band_source(band: dict[str, Any]) -> str:
+    """How the noise band was measured, from its optional ``method`` and ``steps``, for the figure's title."""
+    method, steps = band.get("method"), band.get("steps")
+    parts = [printable(method)[:100] if isinstance(method, str) else "", f"{steps} steps" if isinstance(steps, int) and not isinstance(steps, bool) else ""]
+    return "; ".join(part for part in parts if part) or "as recorded"
+
+
+def _spread(axes: Any, epochs: list[int], values: torch.Tensor, what: str, half_width: float | None = None) -> None:
+    """Min-max, 10-90 % and median of ``values [E, V]`` per epoch, with the 0.5 start (and how many left the noise band)."""
     quantiles = torch.quantile(values, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]), dim=1)
     axes.fill_between(epochs, quantiles[0].tolist(), quantiles[4].tolist(), color="0.85", label="min-max")
     axes.fill_between(epochs, quantiles[1].tolist(), quantiles[3].tolist(), color="0.6", label="10-90 %")
     axes.plot(epochs, quantiles[2].tolist(), marker=".", color="k", label="median")
     axes.axhline(0.5, color="tab:red", linestyle="--", linewidth=1, label="start (0.5)")
-    furthest = (values[-1] - 0.5).abs().max().item()
-    axes.set(title=f"spread of the 210 {what}\n(at the end, max |value - 0.5| = {furthest:.3f})", xlabel="epoch", ylim=(-0.02, 1.02))
+    distances = (values[-1] - 0.5).abs()
+    outside = "" if half_width is None else f"\n{int((distances > half_width).sum())} of 210 outside the noise band"
+    axes.set(
+        title=f"spread of the 210 {what}\n(at the end, max |value - 0.5| = {distances.max().item():.3f}){outside}",
+        xlabel="epoch", ylim=(-0.02, 1.02),
+    )
     axes.legend(fontsize=8, loc="lower left")
 
 
 def evaluation_figure(evaluation: Evaluation) -> Figure:
-    """Bars of each condition's mean held-out accuracy, +/- one standard deviation, with each seed's dot."""
+    """Each condition's paired difference to no-policy (the reference): per-seed dots, the mean, its 95 % interval."""
     from matplotlib.figure import Figure
 
-    conditions = evaluation.conditions
-    figure = Figure(figsize=(max(5.0, 1.3 * len(conditions) + 2), 4.5), layout="constrained")
+    differences = evaluation.differences_to_reference()
+    figure = Figure(figsize=(max(5.0, 1.3 * len(differences) + 2), 4.5), layout="constrained")
     axes = figure.subplots()
-    positions = range(len(conditions))
-    means = [100 * condition.mean for condition in conditions]
-    axes.bar(positions, means, yerr=[100 * c.std for c in conditions], capsize=5, color="tab:blue", alpha=0.7)
-    for position, condition in zip(positions, conditions):
-        axes.plot([position] * len(condition.accuracies), [100 * a for a in condition.accuracies], "k.", markersize=5)
-    low = min(100 * min(c.accuracies) for c in conditions)
-    high = max(100 * max(c.accuracies) for c in conditions)
-    margin = max(1.0, (high - low) * 0.5)
-    axes.set_ylim(max(0.0, math.floor(low - margin)), min(100.0, math.ceil(high + margin)))
-    axes.set_xticks(list(positions), [condition.name for condition in conditions], rotation=20, ha="right")
-    setup = evaluation.setup
-    axes.set_ylabel(f"held-out accuracy (%), mean +/- std of {len(evaluation.seeds)} seeds")
+    axes.axhline(0.0, color="k", linewidth=1)
+    colours = {"better": "tab:green", "worse": "tab:red", "cannot tell": "tab:grey"}
+    for position, difference in enumerate(differences):
+        mean = 100 * difference.mean
+        interval = difference.interval
+        colour = colours[difference.verdict]
+        if interval is not None:
+            whiskers = [[mean - 100 * interval[0]], [100 * interval[1] - mean]]
+            axes.errorbar([position], [mean], yerr=whiskers, fmt="none", ecolor=colour, elinewidth=2, capsize=6)
+        axes.plot([position], [mean], "D", color=colour, markersize=7)
+        axes.plot([position] * len(difference.differences), [100 * d for d in difference.differences], "k.", markersize=4)
+    axes.set_xticks(range(len(differences)), [printable(d.condition) for d in differences], rotation=20, ha="right")
+    axes.set_xlim(-0.6, max(len(differences), 1) - 0.4)
+    seeds = len(evaluation.seeds)
+    what = "mean and 95% paired t interval" if seeds > 1 else "one seed: no interval"
+    axes.set_ylabel(f"minus {printable(evaluation.reference)} (accuracy points)\n{what}, dots: {seeds} seed(s)")
+    setup = {key: printable(str(evaluation.setup.get(key, "?")))[:60] for key in ("model", "dataset", "epochs", "train_images", "test_images")}
     axes.set_title(
-        f"{setup['model']} on {setup['dataset']}: {setup['epochs']} epochs, "
-        f"{setup['train_images']} training / {setup['test_images']} held-out images",
+        f"{setup['model']} on {setup['dataset']}: {setup['epochs']} epochs, {setup['train_images']} training / "
+        f"{setup['test_images']} held-out images\ngreen: better, red: worse, grey: cannot tell",
         fontsize=10,
     )
     return figure
+
+
+def load_evaluation(spec: str | os.PathLike[str]) -> Evaluation | None:
+    """The evaluation in ``spec`` when it is a JSON file that ``evaluate --json`` wrote; None for anything else.
+
+    Raises:
+        ValueError: for such a file that cannot be read or holds an invalid evaluation.
+    """
+    from .files import read_regular_file
+    from .policy import MAX_POLICY_FILE_BYTES, parse_json
+    from .search.evaluate import Evaluation
+
+    path = Path(spec).expanduser()
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return None
+    try:
+        record = parse_json(read_regular_file(path, MAX_POLICY_FILE_BYTES, "evaluation file"))
+    except ValueError:
+        return None  # not this kind of file: reading it as a search result says what is wrong
+    if not isinstance(record, dict) or "comparisons" not in record or "sub_policies" in record:
+        return None
+    try:
+        return Evaluation.from_dict(record)
+    except ValueError as error:
+        raise ValueError(f"{str(path)!r}: {error}") from None
 
 
 def save_png(figure: Figure, output: str | os.PathLike[str]) -> Path:

@@ -2,22 +2,46 @@
 
 For one seed every condition starts from the same initial network and sees the
 same images in the same order with the same crops, flips and Cutout squares:
-only the augmentation differs (it draws from a generator of its own). The
-baselines (``BASELINES``):
+only the augmentation differs (it draws from a generator of its own). So the
+answer is paired: per seed, each policy's accuracy minus each baseline's, their
+mean, a 95 % paired t interval over the seeds and a verdict, better / worse /
+cannot tell (:mod:`dada_transforms.search.paired`).
 
-- ``no-policy``: the shared crop, flip and Cutout only (each as configured);
+The baselines (``BASELINES``) and what each measures:
+
+- ``no-policy``: the shared crop, flip and Cutout only. Does any policy help?
+- ``initial``: the search's starting point as a policy: all 105 sub-policies
+  (every unordered pair of distinct operations) at p = m = 0.5, one chosen
+  uniformly per image. What a search that learned nothing stands for: a
+  searched policy that does not beat it shows no effect of the search. (At
+  m = 0.5, 9 of the 15 operations are the identity: a mild policy.)
 - ``random``: a random policy of the shape of the first evaluated policy (25
   sub-policies of 2 operations when none is given): distinct operations drawn
-  uniformly, probabilities and magnitudes uniform in [0, 1], a new one per seed;
+  uniformly, probabilities and magnitudes uniform in [0, 1], a new one per seed.
+  A policy of the same form with random values, usually stronger than
+  ``initial``: beating it partly measures strength, not the search.
+- ``published``: the closest published DADA preset (``cifar100``, ``svhn`` or
+  ``imagenet`` on those datasets and their reduced variants, ``cifar10`` on
+  CIFAR-10 and image folders). Does a search on your data beat reusing one?
+- ``randaugment``: torchvision's ``RandAugment`` (2 operations, magnitude 9),
 - ``autoaugment``: torchvision's ``AutoAugment`` (its SVHN policy on SVHN, its
-  ImageNet policy on ImageNet, its CIFAR-10 policy otherwise), drawn per image;
-- ``trivialaugment``: torchvision's ``TrivialAugmentWide``, drawn per image.
+  ImageNet policy on ImageNet, its CIFAR-10 policy otherwise),
+- ``trivialaugment``: torchvision's ``TrivialAugmentWide``: the strong fixed
+  policies a searched one competes with.
+
+The torchvision baselines draw per image (on a batch they would draw once for
+all) from torch's global random generator, seeded per run; they run on the CPU
+on uint8 images whatever the device (on a GPU: one copy of the batch to the host
+and back per step, rather than a few dozen tiny kernel launches per image). The
+DADA-style conditions run batched on the device.
 
 Training follows the search's pipeline: RandomCrop (zero padding
 ``image_size // 8``), horizontal flip (unless ``flip=False``), the policy,
 normalisation, Cutout; SGD with momentum 0.9, the cosine learning rate per step
 down to 0, gradient clipping 5, and the dataset's search defaults for the model,
-batch size, learning rate, weight decay, Cutout and image size.
+batch size, learning rate, weight decay, Cutout and image size. A run whose loss
+or parameters stop being finite stops the evaluation with an error naming the
+condition, the seed and the learning rate.
 
 Held-out images: the test split of a torchvision dataset (CIFAR test, SVHN
 test, ImageNet val; the 120 classes for reduced ImageNet); for an image folder,
@@ -44,18 +68,23 @@ from tqdm import tqdm
 
 from dada_transforms.ops import OPERATION_NAMES
 from dada_transforms.policy import Policy
+from dada_transforms.policy_table import printable
 from dada_transforms.presets import load_policy
 from dada_transforms.transform import DADA
 
 from .batches import crop_and_flip
-from .data import LabelledImages, load_search_images, reduced_imagenet_classes
+from .data import LabelledImages, check_image_folder, load_search_images, reduced_imagenet_classes
 from .device_checks import check_model_fits, resolve_device
+from .divergence import SearchDivergedError, check_loss, check_parameters
 from .loop import _batch_sizes
 from .models import build_model
+from .paired import LEVEL, METHOD, ONE_SEED, PairedDifference, paired_difference, t_quantile_975
 from .settings import SearchInputError, SearchSettings, resolve_settings
+from .space import SUB_POLICIES
 from .splits import stratified_split
 
-BASELINES = ("no-policy", "random", "autoaugment", "trivialaugment")
+BASELINES = ("no-policy", "initial", "random", "published", "randaugment", "autoaugment", "trivialaugment")
+DEFAULT_SEEDS = 5
 MAX_SEEDS = 100
 _MOMENTUM = 0.9
 _GRAD_CLIP = 5.0
@@ -78,43 +107,155 @@ class ConditionScores:
         return statistics.fmean(self.accuracies)
 
     @property
-    def std(self) -> float:
-        """The sample standard deviation over seeds (0 for a single seed)."""
-        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+    def std(self) -> float | None:
+        """The sample standard deviation over seeds (None for a single seed)."""
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else None
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What :func:`evaluate` measured."""
+    """What :func:`evaluate` measured. Conditions named as a baseline (``BASELINES``) are baselines, the others policies."""
 
     conditions: tuple[ConditionScores, ...]
     seeds: tuple[int, ...]
     setup: dict[str, Any]  # dataset, model, epochs, ..., train_images, test_images, device
 
+    def _scores(self, name: str) -> tuple[float, ...]:
+        return next(condition.accuracies for condition in self.conditions if condition.name == name)
+
+    def comparisons(self) -> tuple[PairedDifference, ...]:
+        """Each policy minus each baseline and each earlier policy; each other baseline minus ``no-policy``."""
+        policies = [condition.name for condition in self.conditions if condition.name not in BASELINES]
+        baselines = [condition.name for condition in self.conditions if condition.name in BASELINES]
+        pairs = [(policy, other) for index, policy in enumerate(policies) for other in baselines + policies[:index]]
+        if "no-policy" in baselines:
+            pairs += [(baseline, "no-policy") for baseline in baselines if baseline != "no-policy"]
+        return tuple(paired_difference(a, b, self._scores(a), self._scores(b)) for a, b in pairs)
+
+    @property
+    def reference(self) -> str:
+        """What the chart subtracts: ``no-policy`` when evaluated, else the first baseline, else the first policy."""
+        names = [condition.name for condition in self.conditions]
+        return "no-policy" if "no-policy" in names else next((n for n in names if n in BASELINES), names[0])
+
+    def differences_to_reference(self) -> tuple[PairedDifference, ...]:
+        """Every other condition minus :attr:`reference`, per seed."""
+        reference = self.reference
+        return tuple(
+            paired_difference(condition.name, reference, condition.accuracies, self._scores(reference))
+            for condition in self.conditions
+            if condition.name != reference
+        )
+
     def table(self) -> str:
-        """A text table: condition, mean +/- std accuracy (in %), and each seed's accuracy."""
-        width = max(len("condition"), *(len(condition.name) for condition in self.conditions))
+        """Two text tables: each condition's accuracy (in %), then the paired differences (in points) with verdicts."""
+        return f"{self._accuracy_table()}\n\n{self._difference_table()}"
+
+    def _accuracy_table(self) -> str:
+        one_seed = len(self.seeds) == 1
+        names = [printable(condition.name) for condition in self.conditions]
+        width = max(len("condition"), *map(len, names))
         seeds = " ".join(f"{f'seed {seed}':>7}" for seed in self.seeds)
-        lines = [f"{'condition'.ljust(width)}  {'accuracy (%)':<16}  {seeds}"]
-        for condition in self.conditions:
+        summary = "accuracy (%)" if one_seed else "mean +/- std (%)"
+        lines = [f"{'condition'.ljust(width)}  {summary:<16}  {seeds}"]
+        for name, condition in zip(names, self.conditions):
             runs = " ".join(f"{100 * accuracy:7.2f}" for accuracy in condition.accuracies)
-            lines.append(f"{condition.name.ljust(width)}  {100 * condition.mean:6.2f} +/- {100 * condition.std:5.2f}  {runs}")
+            spread = "" if condition.std is None else f" +/- {100 * condition.std:5.2f}"
+            lines.append(f"{name.ljust(width)}  {f'{100 * condition.mean:6.2f}{spread}':<16}  {runs}")
+        if one_seed:
+            lines.append("(one seed: no standard deviation)")
         return "\n".join(lines)
 
+    def _difference_table(self) -> str:
+        comparisons = self.comparisons()
+        if not comparisons:
+            return "no paired differences: evaluate a baseline, or two policies, to compare"
+        count = len(self.seeds)
+        if count == 1:
+            heading = f"paired differences (points), condition minus baseline; {ONE_SEED}"
+        else:
+            heading = (
+                f"paired differences (points), condition minus baseline per seed; 95% interval: paired t over "
+                f"{count} seeds (df {count - 1}, t = {t_quantile_975(count - 1):.3f})"
+            )
+        rows = [["condition", "minus", "mean", "95% interval", "verdict", "per seed"]]
+        for comparison in comparisons:
+            interval = comparison.interval
+            rows.append([
+                printable(comparison.condition),
+                printable(comparison.baseline),
+                f"{100 * comparison.mean:+.2f}",
+                "n/a" if interval is None else f"[{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]",
+                comparison.verdict,
+                " ".join(f"{100 * difference:+.2f}" for difference in comparison.differences),
+            ])
+        widths = [max(len(row[column]) for row in rows) for column in range(5)]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5] for row in rows]
+        return "\n".join([heading, *(line.rstrip() for line in lines)])
+
+    @classmethod
+    def from_dict(cls, record: Any) -> Evaluation:
+        """An evaluation back from :meth:`to_dict`'s values (e.g. a ``--json`` file), checked; ValueError says what is wrong."""
+        if not isinstance(record, dict) or not isinstance(record.get("conditions"), list) or not record["conditions"]:
+            raise ValueError("an evaluation must be an object with a non-empty 'conditions' list, as evaluate --json writes")
+        seeds = record.get("seeds")
+        if (
+            not isinstance(seeds, list) or not 1 <= len(seeds) <= MAX_SEEDS
+            or not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds)
+        ):
+            raise ValueError(f"an evaluation's 'seeds' must be a list of 1 to {MAX_SEEDS} integers")
+        conditions = []
+        for index, condition in enumerate(record["conditions"]):
+            name = condition.get("name") if isinstance(condition, dict) else None
+            accuracies = condition.get("accuracies") if isinstance(condition, dict) else None
+            valid = isinstance(accuracies, list) and len(accuracies) == len(seeds) and all(
+                isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1 for a in accuracies
+            )
+            if not isinstance(name, str) or not name or not valid:
+                raise ValueError(
+                    f"an evaluation's condition {index + 1} must have a name and one accuracy in [0, 1] per seed "
+                    f"({len(seeds)})"
+                )
+            description = condition.get("description")
+            conditions.append(ConditionScores(name, description if isinstance(description, str) else "", tuple(map(float, accuracies))))
+        if len({condition.name for condition in conditions}) != len(conditions):
+            raise ValueError("an evaluation's conditions must have distinct names")
+        setup = record.get("setup")
+        return cls(tuple(conditions), tuple(seeds), setup if isinstance(setup, dict) else {})
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values: the setup, the seeds and each condition's accuracies, mean and std."""
+        """Plain JSON values: the setup, the seeds, each condition's accuracies, and the paired comparisons."""
+        count = len(self.seeds)
         return {
             "setup": self.setup,
             "seeds": list(self.seeds),
             "conditions": [
                 {
                     "name": condition.name,
+                    "baseline": condition.name in BASELINES,
                     "description": condition.description,
                     "accuracies": list(condition.accuracies),
                     "mean": condition.mean,
                     "std": condition.std,
                 }
                 for condition in self.conditions
+            ],
+            "interval": {
+                "level": LEVEL,
+                "method": METHOD,
+                "t_quantile": t_quantile_975(count - 1) if count > 1 else None,
+                "note": ONE_SEED if count == 1 else None,
+            },
+            "comparisons": [
+                {
+                    "condition": comparison.condition,
+                    "baseline": comparison.baseline,
+                    "differences": list(comparison.differences),
+                    "mean": comparison.mean,
+                    "interval": None if comparison.interval is None else list(comparison.interval),
+                    "verdict": comparison.verdict,
+                }
+                for comparison in self.comparisons()
             ],
         }
 
@@ -136,6 +277,19 @@ def random_policy(shape: Sequence[int], seed: int) -> Policy:
     return Policy.from_list(sub_policies, name=f"random-{seed}")
 
 
+def initial_policy() -> Policy:
+    """The search's starting distribution as a policy: the 105 sub-policies at p = m = 0.5, each equally likely."""
+    return Policy.from_list(
+        [[(first, 0.5, 0.5), (second, 0.5, 0.5)] for first, second in SUB_POLICIES], name="initial"
+    )
+
+
+def published_preset(dataset: str) -> str:
+    """The built-in preset closest to ``dataset``: its own for CIFAR-100, SVHN and ImageNet, else ``cifar10``."""
+    base = dataset.removeprefix("reduced-")
+    return base if base in ("cifar100", "svhn", "imagenet") else "cifar10"
+
+
 def evaluate(
     policies: Sequence[str | os.PathLike[str] | Policy],
     dataset: str,
@@ -147,7 +301,7 @@ def evaluate(
     model: str | None = None,
     image_size: int | None = None,
     epochs: int = 20,
-    seeds: int = 3,
+    seeds: int = DEFAULT_SEEDS,
     batch_size: int | None = None,
     lr: float | None = None,
     weight_decay: float | None = None,
@@ -194,9 +348,15 @@ def evaluate(
             for condition in conditions:
                 bar.set_description(f"{condition.name}, seed {seed}")
                 augment = condition.make_augment(seed, device)
-                accuracy = _train_and_score(augment, train, test, settings, flip, seed, bar)
+                try:
+                    accuracy = _train_and_score(augment, train, test, settings, flip, seed, bar)
+                except SearchDivergedError as error:
+                    raise SearchInputError(
+                        f"the {printable(condition.name)} run of seed {seed} diverged: {error}; "
+                        f"evaluate again with a lower --lr (now {settings.lr:g})"
+                    ) from None
                 accuracies[condition.name].append(accuracy)
-                say(f"{condition.name}, seed {seed}: held-out accuracy {100 * accuracy:.2f}%", file=sys.stderr)
+                say(f"{printable(condition.name)}, seed {seed}: held-out accuracy {100 * accuracy:.2f}%", file=sys.stderr)
     setup = {
         "dataset": dataset,
         "model": settings.model,
@@ -240,15 +400,22 @@ def _conditions(policies: Sequence[Any], baselines: Sequence[str], dataset: str)
         if index == 0:
             shape = tuple(len(sub_policy) for sub_policy in policy)
         conditions.append(_Condition(name, f"DADA policy {name} ({len(policy)} sub-policies)", _dada_maker(lambda seed, p=policy: p)))
+    preset = published_preset(dataset)
     descriptions = {
         "no-policy": "no policy: the shared crop, flip and Cutout only",
+        "initial": "the search's start: all 105 sub-policies at p = m = 0.5",
         "random": f"a random policy of {len(shape)} sub-policies of {'/'.join(map(str, sorted(set(shape))))} operations, new per seed",
+        "published": f"the published DADA {preset} policy",
+        "randaugment": "torchvision RandAugment (2 operations, magnitude 9)",
         "autoaugment": f"torchvision AutoAugment ({_autoaugment_policy(dataset).name} policy)",
         "trivialaugment": "torchvision TrivialAugmentWide",
     }
     makers: dict[str, Callable[[int, torch.device], Augment | None]] = {
         "no-policy": lambda seed, device: None,
+        "initial": _dada_maker(lambda seed, policy=initial_policy(): policy),
         "random": _dada_maker(lambda seed: random_policy(shape, seed)),
+        "published": _dada_maker(lambda seed, policy=load_policy(preset): policy),
+        "randaugment": _per_image_maker(v2.RandAugment),
         "autoaugment": _per_image_maker(lambda: v2.AutoAugment(_autoaugment_policy(dataset))),
         "trivialaugment": _per_image_maker(v2.TrivialAugmentWide),
     }
@@ -280,13 +447,22 @@ def _dada_maker(policy_of_seed: Callable[[int], Policy]) -> Callable[[int, torch
 
 
 def _per_image_maker(build: Callable[[], torch.nn.Module]) -> Callable[[int, torch.device], Augment]:
-    """A torchvision transform applied image by image (on a batch it would draw once for all); torch's global RNG."""
+    """A torchvision transform applied image by image (on a batch it would draw once for all); torch's global RNG.
+
+    The images go through on the CPU as uint8, whatever their device, and come back to it.
+    """
 
     def make(seed: int, device: torch.device) -> Augment:
         transform = build()
-        return lambda images: torch.stack([transform(image) for image in images])
+        return lambda images: per_image_on_host(transform, images)
 
     return make
+
+
+def per_image_on_host(transform: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """``transform`` applied to each uint8 image ``[C, H, W]`` of ``images`` on the CPU; the batch back on ``images.device``."""
+    host = images.to("cpu", torch.uint8)
+    return torch.stack([transform(image) for image in host]).to(images.device)
 
 
 def _autoaugment_policy(dataset: str) -> v2.AutoAugmentPolicy:
@@ -317,7 +493,9 @@ def _train_and_test_images(
         except ValueError as error:
             raise SearchInputError(f"cannot hold out {holdout:g} of the {len(data)} images: {error}") from None
         return data.subset(train_indices), data.subset(test_indices)
-    test = load_search_images("imagefolder", test_dir, image_size=image_size)
+    test_root = Path(test_dir).expanduser()
+    check_image_folder(test_root, "--test-dir")
+    test = load_search_images("imagefolder", test_root, image_size=image_size)
     if test.classes != data.classes:
         raise SearchInputError(
             f"the test folder {str(test_dir)!r} has classes {list(test.classes)}, the training folder "
@@ -385,7 +563,8 @@ def _train_and_score(
     total, step = settings.epochs * len(sizes), 0
     padding = settings.image_size // 8
     network.train()
-    for _ in range(settings.epochs):
+    for epoch in range(settings.epochs):
+        loss_sum = torch.zeros((), device=device)  # read once per epoch: no host synchronisation per step
         order = torch.randperm(len(train), generator=generator, device=device)
         for batch in order[: sum(sizes)].split(sizes):
             images = crop_and_flip(train.images[batch], padding, generator, flip)
@@ -401,8 +580,11 @@ def _train_and_score(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), _GRAD_CLIP)
             optimizer.step()
+            loss_sum += loss.detach()
             step += 1
             bar.update(1)
+        check_loss(loss_sum.item() / len(sizes), epoch, step)
+        check_parameters({"network": network}, epoch)
     return _accuracy(network, test, mean, std)
 
 
