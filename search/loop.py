@@ -16,7 +16,6 @@ agreed on, so that every process stops with the same message.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -33,16 +32,18 @@ from dada_transforms.presets import user_preset_dir
 
 from . import checkpoint
 from .augmentation import AugmentationParameters
-from .batches import crop_and_flip
+from .batches import color_jittered, crop_and_flip, resized_crop_and_flip
 from .bilevel import BilevelSearchStep
 from .data import ImageFiles, LabelledImages, open_search_images, split_halves
-from .device_checks import check_model_fits, resolve_device
+from .device_checks import check_model_fits, deterministic_cudnn, device_data_budget, resolve_device
 from .distributed import (
     DEFAULT_TIMEOUT_S,
     AgreedError,
     Processes,
     agreed,
     broadcast_bytes,
+    check_agreement,
+    gather,
     process_device,
     process_group,
     processes_from_environment,
@@ -51,8 +52,10 @@ from .distributed import (
 )
 from .divergence import SearchDivergedError, check_loss, check_parameters, diverged
 from .export import check_hub_repo, epoch_snapshot, export_result, push_result, ranked_sub_policies
-from .fingerprint import data_fingerprint
-from .models import build_model
+from .fingerprint import comparable_fingerprint, data_fingerprint
+from .models import build_model, synchronized_batchnorm
+from .noise_band import outside_line
+from .noise_floor import null_pass_floor, objective_summary
 from .output_files import OutputPaths, check_not_builtin, check_output, output_paths
 from .output_lock import OutputLock
 from .settings import SearchInputError, SearchSettings, check_data_options, epoch_learning_rate, resolve_settings
@@ -168,6 +171,11 @@ def search(
     if settings.sync_bn and processes.distributed and device.type != "cuda":
         raise AgreedError(f"--sync-bn (SyncBatchNorm) needs CUDA devices, the search runs on {device.type}")
     with process_group(processes, device, timeout), ExitStack() as held:
+        held.enter_context(deterministic_cudnn())  # a resumed search repeats the same convolutions
+        check_agreement(processes, {  # one process started with other arguments would search something else
+            **settings.to_dict(), "name": name, "data_path": data_path, "bad_images": bad_images, "download": download,
+            "resume": resume, "overwrite": overwrite, "timeout": timeout, "push_to_hub": push_to_hub,
+        }, "settings")
 
         def open_output() -> dict[str, Any] | None:
             check_model_fits(settings.model, device)
@@ -178,7 +186,17 @@ def search(
             if push_to_hub is not None:
                 check_hub_repo(push_to_hub)
             held.enter_context(OutputLock(paths))
-            return checkpoint.checkpoint_to_resume(paths.checkpoint, settings, resume=resume, overwrite=overwrite)
+            saved = checkpoint.checkpoint_to_resume(paths, settings, resume=resume, overwrite=overwrite)
+            if saved is not None and saved["processes"] != processes.world_size:
+                made, now = saved["processes"], processes.world_size
+                raise SearchInputError(
+                    f"the checkpoint in {str(paths.checkpoint)!r} was made by {made} process{'es' if made > 1 else ''} "
+                    f"sharing each batch, this search has {now}: resume it with {made} (torchrun --nproc-per-node), "
+                    f"or run with --overwrite instead of --resume to start afresh"
+                )
+            if resume and saved is None:
+                print(f"dada-search: nothing to resume in {str(paths.checkpoint)!r}: starting afresh", file=sys.stderr)
+            return saved
 
         saved = agreed(processes, open_output)
         resuming = broadcast_bytes(processes, (b"1" if saved else b"0") if processes.is_main else None) == b"1"
@@ -192,7 +210,10 @@ def search(
                 bad_images=bad_images,
                 data_path=data_path,
                 processes_on_node=processes.local_world_size,
+                device_budget=device_data_budget(settings.model, device),
             )
+            if isinstance(data, LabelledImages):  # held on the device beside the network
+                check_model_fits(settings.model, device, data_bytes=data.images.numel() * data.images.element_size())
             try:
                 train_indices, val_indices = split_halves(data.labels)
             except ValueError as error:
@@ -206,9 +227,8 @@ def search(
         data, train_indices, val_indices = agreed(processes, open_data)
         if data.skipped:
             _say(progress, f"dada-search: left out {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]!r}")
-        fingerprint = json.loads(broadcast_bytes(  # image files are read once, on rank 0
-            processes, json.dumps(data_fingerprint(data, train_indices, val_indices)).encode() if processes.is_main else None
-        ))
+        fingerprint = agreed(processes, lambda: data_fingerprint(data, train_indices, val_indices))  # on every process
+        check_agreement(processes, comparable_fingerprint(fingerprint), "the searched data")
         train, val = data.subset(train_indices), data.subset(val_indices)
         if isinstance(data, ImageFiles):
             source = StreamedBatches(
@@ -223,7 +243,7 @@ def search(
         torch.manual_seed(settings.seed)
         network = build_model(settings.model, data.num_classes).to(device)
         if settings.sync_bn and processes.distributed:
-            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+            network = synchronized_batchnorm(network)
         augmentation = AugmentationParameters(temperature=settings.temperature).to(device)
         generator = torch.Generator(device=device)
         step = BilevelSearchStep(
@@ -241,8 +261,7 @@ def search(
             magnitude_grad=settings.magnitude_grad,
             hypergradient_xi=settings.hypergradient_xi,
             estimator=settings.estimator,
-            color_jitter=settings.color_jitter,
-            lighting=settings.lighting,
+            lighting=settings.lighting,  # after the policy; ColorJitter comes before it, in _run_epoch
             generator=generator,
             processes=processes,
         )
@@ -250,7 +269,8 @@ def search(
         start_epoch = 0
         if resuming:
             files = lambda folder: [checkpoint.INDEX_FILE, saved["tensors"]]  # noqa: E731 (rank 0's checkpoint)
-            with shared_folder(processes, paths.checkpoint, files) as folder:
+            limit = checkpoint.max_tensor_file_bytes(network, augmentation)
+            with shared_folder(processes, paths.checkpoint, files, limit) as folder:
 
                 def restore() -> tuple[int, list[dict[str, Any]]]:
                     index = saved if processes.is_main else checkpoint.read_checkpoint(folder, settings)
@@ -295,10 +315,28 @@ def search(
                             step=step.state_dict(),
                             history=history,
                             data=fingerprint,
+                            processes=processes.world_size,
                         ),
                     )
 
-        metadata = {"search": settings.to_dict(), "searched_images": len(data), "history": history}
+        sizes = _batch_sizes(len(train), settings.batch_size, processes.world_size)
+        floor = null_pass_floor(
+            [entry["objective"] for entry in history],
+            sizes if settings.sampling == "per-sample" else [processes.world_size] * len(sizes),
+            estimator=settings.estimator,
+            arch_lr=settings.arch_lr,
+            temperature=settings.temperature,
+            seed=settings.seed,
+        )
+        with torch.no_grad():
+            outside = floor.outside(augmentation.sub_policy_weights(), augmentation.probabilities, augmentation.magnitudes)
+        metadata = {
+            "search": settings.to_dict(),
+            "searched_images": len(data),
+            "history": history,
+            "noise_floor": floor.to_dict(),
+            "outside_noise_floor": outside,
+        }
 
         def finish() -> tuple[Policy, dict[str, torch.Tensor]]:
             result = export_result(augmentation, paths, name, settings.top_k, metadata, write=processes.is_main)
@@ -308,6 +346,7 @@ def search(
                 if push_to_hub is not None:
                     push_result(paths, push_to_hub)
                     _say(progress, f"pushed to the Hub: {push_to_hub}")
+                _say(progress, f"dada-search: {outside_line(outside)}")
             return result
 
         policy, parameters = agreed(processes, finish)
@@ -346,8 +385,14 @@ def _run_epoch(
     generator: torch.Generator,
     bar: tqdm,
     processes: Processes,
-) -> dict[str, float]:
-    """One pass over search-train; returns the mean loss and accuracy (of every process's images).
+) -> dict[str, Any]:
+    """One pass over search-train; returns its mean loss, accuracy and the quantiles of its objective values.
+
+    Loss and accuracy are over every process's images; ``objective`` summarises
+    the values ``F`` of every draw of every process (:func:`.noise_floor.objective_summary`),
+    from which the noise floor is computed at the end. Before the policy, each
+    image is cropped and flipped (``settings.crop``: padded RandomCrop, or
+    RandomResizedCrop), then colour-jittered if ``settings.color_jitter``.
 
     Each step's validation batch is un-augmented: the next ``len(batch)`` images of
     search-val in this epoch's order (``val_batches="fresh"``), or always its first
@@ -376,10 +421,16 @@ def _run_epoch(
         starts = [index * settings.batch_size for index in range(len(batches))]
         val_batches = [processes.shard(val_order[start : start + len(batch)]) for start, batch in zip(starts, batches)]
     shares = [processes.shard(batch) for batch in batches]
+    objective = []  # F of every draw of this process, one tensor per step (read once, at the end of the epoch)
     for index, (train_images, train_labels, val_images, val_labels) in enumerate(source.batches(shares, val_batches)):
-        stats = step.step(
-            crop_and_flip(train_images, padding, generator, processes=processes), train_labels, val_images, val_labels
-        )
+        if settings.crop == "resized":
+            train_images = resized_crop_and_flip(train_images, generator, processes=processes)
+        else:
+            train_images = crop_and_flip(train_images, padding, generator, processes=processes)
+        if settings.color_jitter:
+            train_images = color_jittered(train_images, settings.color_jitter, generator, processes)
+        stats = step.step(train_images, train_labels, val_images, val_labels)
+        objective.append(stats.values)
         sums += torch.stack((stats.loss.detach(), stats.accuracy.detach())) * len(train_labels)
         seen += len(batches[index])
         bar.update(1)
@@ -387,4 +438,4 @@ def _run_epoch(
             loss, correct = (sum_(processes, sums.clone()) / seen).tolist()
             check_loss(loss, epoch, index + 1)
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{correct:.3f}", refresh=False)
-    return {"loss": loss, "accuracy": correct}
+    return {"loss": loss, "accuracy": correct, "objective": objective_summary(gather(processes, torch.cat(objective)))}

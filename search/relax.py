@@ -23,8 +23,9 @@ Three estimators of the same gradient are offered (``settings.ESTIMATORS``):
   a shrunk running mean of earlier steps' values);
 - ``"relax"``: RELAX as above, with the trained control variate ``c_phi``;
 - ``"score-function"``: ``c = 0``, every bit scored: ``f(b) * d log P(b)``. This
-  is exactly what the authors' released code computes (its control-variate
-  terms cancel in the finite difference).
+  is the authors' effective estimator (their control-variate terms cancel in
+  the finite difference; their alpha gradient is this times a constant 210,
+  which Adam's per-parameter scaling cancels).
 
 Draws use ``p`` clamped to ``[BOUNDARY, 1 - BOUNDARY]`` (the gradient passes the
 clamp unchanged), so a probability pushed to 0 or 1 still draws the rare branch
