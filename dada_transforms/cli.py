@@ -8,11 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image
-
 from . import __version__
 from .atomic import write_atomic
-from .grid import make_grid
 from .policy_table import printable, text_table
 from .presets import HUB_PREFIX, PRESET_DIR_VARIABLE, expand_user, load_policy, preset_files, preset_infos, user_preset_dir
 
@@ -79,10 +76,13 @@ def _parser() -> argparse.ArgumentParser:
 def _add_evaluate_and_plot(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
         "evaluate",
-        help="does a policy help? train the same network with each policy and with baselines, score held-out images",
-        description="Train the same network once per policy and per seed (and with the baselines: no policy, a random "
-        "policy of the same size, torchvision's AutoAugment and TrivialAugmentWide), score it on held-out images, "
-        "print mean +/- std accuracy per condition and draw a bar chart.",
+        help="is a policy better? train the same network with each policy and with baselines, score held-out images",
+        description="Train the same network once per policy and per seed (and with the baselines: no policy, the "
+        "search's starting point, a random policy of the same size, the closest published DADA policy, torchvision's "
+        "RandAugment, AutoAugment and TrivialAugmentWide), score it on held-out images, and print each policy's "
+        "paired difference to each baseline (the same seed: the same initial network, data order, crops, flips and "
+        "Cutout), its mean, a 95% paired t interval over the seeds and a verdict: better, worse or cannot tell. "
+        "The chart draws every condition's difference to no-policy with its interval.",
     )
     evaluate.add_argument("policies", metavar="POLICY", nargs="*", help=f"policies to evaluate: {_PRESET_HELP}")
     evaluate.add_argument(
@@ -96,29 +96,42 @@ def _add_evaluate_and_plot(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--model", metavar="NAME", help="wrn-DEPTH-WIDTH or a timm model name (default: the dataset's search model)")
     evaluate.add_argument("--image-size", type=int, metavar="N", help="image side (default 32; 224 for ImageNet)")
     evaluate.add_argument("--epochs", type=int, default=20, metavar="N", help="training epochs per run (default 20)")
-    evaluate.add_argument("--seeds", type=int, default=3, metavar="S", help="runs per condition, seeds 0..S-1 (default 3)")
+    evaluate.add_argument(
+        "--seeds", type=int, default=5, metavar="S",
+        help="runs per condition, seeds 0..S-1 (default 5; at least 2 for an interval)",
+    )
     evaluate.add_argument("--batch-size", type=int, metavar="N", help="images per step (default: the dataset's search default)")
     evaluate.add_argument("--lr", type=float, metavar="LR", help="SGD learning rate, cosine-annealed (default: the dataset's search default)")
     evaluate.add_argument("--weight-decay", type=float, metavar="WD", help="SGD weight decay (default: the dataset's search default)")
     evaluate.add_argument("--cutout", type=int, metavar="PX", help="Cutout side after the policy, 0 for none (default 16)")
     evaluate.add_argument("--no-flip", action="store_true", help="no random horizontal flip (for images such as digits)")
     evaluate.add_argument(
-        "--baselines", default="no-policy,random,autoaugment,trivialaugment", metavar="LIST",
-        help="comma-separated baselines, '' for none (default: no-policy,random,autoaugment,trivialaugment)",
+        "--baselines", default="no-policy,initial,random,published,randaugment,autoaugment,trivialaugment", metavar="LIST",
+        help="comma-separated baselines, '' for none: no-policy (crop, flip and Cutout only), initial (the search's "
+        "start: all 105 sub-policies at p = m = 0.5), random (random p and m, new per seed), published (the closest "
+        "published DADA preset), randaugment, autoaugment, trivialaugment (torchvision's) (default: all of them)",
     )
     evaluate.add_argument("--device", metavar="DEVICE", help="cuda, cuda:N or cpu (default cuda when available)")
-    evaluate.add_argument("-o", "--output", metavar="OUT.png", default="evaluation.png", help="the bar chart (default: evaluation.png)")
+    evaluate.add_argument(
+        "-o", "--output", metavar="OUT.png", default="evaluation.png",
+        help="the chart of the differences to no-policy with their intervals (default: evaluation.png)",
+    )
     evaluate.add_argument("--no-chart", action="store_true", help="no chart (matplotlib not needed)")
-    evaluate.add_argument("--json", metavar="FILE.json", help="also write the accuracies and settings as JSON")
+    evaluate.add_argument("--json", metavar="FILE.json", help="also write the settings, accuracies and paired differences as JSON")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar and no per-run log lines")
 
     plot = commands.add_parser(
         "plot",
-        help="a PNG of what a search learned, epoch by epoch",
+        help="a PNG of what a search learned, epoch by epoch, or of an evaluation's paired differences",
         description="Draw a dada-search result's per-epoch history: the final top sub-policies' weights over the "
-        "epochs, the spread of the probabilities and magnitudes against their 0.5 start, the loss and accuracy.",
+        "epochs, the spread of the probabilities and magnitudes against their 0.5 start (and the result's noise band, "
+        "when it records one), the loss and accuracy. Given the JSON that `evaluate --json` wrote, draw each "
+        "condition's paired difference to no-policy with its 95% interval instead.",
     )
-    plot.add_argument("result", metavar="RESULT", help="a dada-search result: a preset name, PRESET.json or PRESET.safetensors")
+    plot.add_argument(
+        "result", metavar="RESULT",
+        help="a dada-search result (a preset name, PRESET.json or PRESET.safetensors) or an `evaluate --json` file",
+    )
     plot.add_argument("-o", "--output", metavar="OUT.png", default="search.png", help="where to write (default: search.png)")
     plot.add_argument("--top", type=int, default=8, metavar="K", help="sub-policies whose weights are drawn (default 8)")
 
@@ -149,9 +162,16 @@ def _show(spec: str) -> None:
     print("Per image one sub-policy is chosen uniformly; each operation is applied with its probability.")
     print("+/- marks mirrored operations: the argument's sign is random.\n")
     print(text_table(policy))
+    from .search.noise_band import outside_counts, outside_line  # a search's result says how far it moved
+
+    counts = outside_counts(policy.metadata)
+    if counts is not None:
+        print(f"\nSearched: {outside_line(counts)}")
 
 
 def _image_format(output: Path) -> str:
+    from PIL import Image
+
     extension = output.suffix.lower()
     image_format = Image.registered_extensions().get(extension)
     if image_format not in ("PNG", "JPEG", "WEBP"):
@@ -160,6 +180,8 @@ def _image_format(output: Path) -> str:
 
 
 def _grid(args: argparse.Namespace) -> None:
+    from .grid import make_grid  # imports torch, which list and show do not need
+
     output = expand_user(args.output)
     image_format = _image_format(output)
     picture = make_grid(
@@ -203,7 +225,7 @@ def _push(args: argparse.Namespace) -> None:
         source = _preset_file(args.preset)
         sibling = source.with_suffix(".safetensors") if source is not None else None
         parameters = sibling if sibling is not None and sibling.is_file() else None
-    url = push_preset(load_policy(args.preset), args.repo_id, safetensors_path=parameters, token=args.token, private=args.private)
+    url = push_preset(args.preset, args.repo_id, safetensors_path=parameters, token=args.token, private=args.private)
     uploaded = "policy.json, policy.safetensors and README.md" if parameters else "policy.json and README.md"
     print(f"pushed {uploaded} to {url}")
     print(f'use it with DADA("{HUB_PREFIX}{args.repo_id}") or --aa dada-{HUB_PREFIX}{args.repo_id}')
@@ -246,15 +268,20 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from .plot import load_search_history, require_matplotlib, save_png, search_figure
+    from .plot import evaluation_figure, load_evaluation, load_search_history, require_matplotlib, save_png, search_figure
 
     require_matplotlib()
     _png_output(args.output)
     if not 1 <= args.top <= 105:
         raise ValueError(f"--top must be in [1, 105], got {args.top}")
+    evaluation = load_evaluation(args.result)
+    if evaluation is not None:
+        output = save_png(evaluation_figure(evaluation), args.output)
+        print(f"wrote {output} (the differences to {printable(evaluation.reference)} over {len(evaluation.seeds)} seeds)")
+        return
     history = load_search_history(args.result)
     output = save_png(search_figure(history, top=args.top), args.output)
-    print(f"wrote {output} ({len(history.loss)} epochs of {history.name})")
+    print(f"wrote {output} ({len(history.loss)} epochs of {printable(history.name)})")
 
 
 def _png_output(output: str) -> None:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .annotate import check_boxes, draw_targets, fit_targets
+from .files import read_regular_file
 from .ops import OperationSpec
 from .params import draw_one
 from .policy import Policy
@@ -29,6 +30,8 @@ MAX_GRID_PIXELS = 40_000_000
 """The largest grid picture, in pixels (about 120 MB in memory), checked before any work."""
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 """The largest input image, in pixels, checked from its header before decoding it."""
+MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024
+"""The largest input image file read."""
 _PADDING = 6
 _LINE_HEIGHT = 14
 _FONT_SIZES = (11, 10, 9, 8)
@@ -190,10 +193,11 @@ def _open_image(image: Image.Image | str | os.PathLike[str] | None) -> Image.Ima
         return demo_image()
     if isinstance(image, Image.Image):
         return image.convert("RGB")
+    content = read_regular_file(image, MAX_IMAGE_FILE_BYTES, "image")  # never a FIFO or a device
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
-            with Image.open(Path(image)) as opened:
+            with Image.open(io.BytesIO(content)) as opened:
                 if opened.width * opened.height > MAX_IMAGE_PIXELS:
                     raise ValueError(
                         f"image {str(image)!r} is {opened.width}x{opened.height} pixels, over the limit of "

@@ -36,8 +36,9 @@ from huggingface_hub.utils import (
     RevisionNotFoundError,
 )
 from safetensors import SafetensorError
-from safetensors.torch import load, load_file
+from safetensors.torch import load
 
+from .files import MAX_PARAMETERS_FILE_BYTES, check_recorded_sha256, read_regular_file
 from .model_card import model_card
 from .policy import Policy
 from .policy import read_policy_bytes
@@ -212,7 +213,8 @@ def check_parameters(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 def load_hub_parameters(repo_spec: str) -> dict[str, torch.Tensor] | None:
     """The tensors of ``policy.safetensors`` in the Hub repository (None if it has none); safetensors only.
 
-    They are checked against :func:`parameter_spec` (names, dtypes, shapes) and must be finite.
+    They must be the file that the repository's ``policy.json`` records (its SHA-256),
+    and are checked against :func:`parameter_spec` (names, dtypes, shapes) and must be finite.
     """
     repo_id, revision = parse_repo_spec(repo_spec)
     if constants.HF_HUB_OFFLINE and _cached_as_absent(repo_id, revision, PARAMETERS_FILE):
@@ -221,29 +223,19 @@ def load_hub_parameters(repo_spec: str) -> dict[str, torch.Tensor] | None:
         path = _download(repo_id, revision, PARAMETERS_FILE)
     except MissingHubFileError:
         return None
+    where = _describe(repo_id, revision)
+    policy = load_hub_policy(repo_spec)
     try:
-        _check_parameters_size(os.path.getsize(path), PARAMETERS_FILE)
-        return check_parameters(load_file(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"invalid {PARAMETERS_FILE} in {_describe(repo_id, revision)}: {error}") from None
-
-
-MAX_PARAMETERS_FILE_BYTES = 64 * 1024 * 1024
-"""The largest parameters file read (a search result with its history is well under 1 MiB)."""
-
-
-def _check_parameters_size(size: int, name: str) -> None:
-    if size > MAX_PARAMETERS_FILE_BYTES:
-        raise ValueError(f"parameters file {name} is {size} bytes, above the limit of {MAX_PARAMETERS_FILE_BYTES}")
+        content = read_regular_file(path, MAX_PARAMETERS_FILE_BYTES, "parameters file")
+        check_recorded_sha256(policy.metadata, content, f"{POLICY_FILE} of {where}", f"{PARAMETERS_FILE} of {where}")
+        return check_parameters(load(content))
+    except (SafetensorError, ValueError) as error:
+        raise ValueError(f"invalid {PARAMETERS_FILE} in {where}: {error}") from None
 
 
 def _read_parameters(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a safetensors file, after checking that safetensors reads them as a dada-search result."""
-    try:
-        _check_parameters_size(expand_user(path).stat().st_size, repr(str(path)))
-        data = expand_user(path).read_bytes()
-    except OSError as error:
-        raise ValueError(f"cannot read parameters file {str(path)!r}: {error.strerror or error}") from None
+    data = read_regular_file(expand_user(path), MAX_PARAMETERS_FILE_BYTES, "parameters file")
     try:
         tensors = load(data)
     except (SafetensorError, ValueError) as error:
@@ -281,6 +273,9 @@ def push_preset(
     check_repo_id(repo_id)
     policy = _as_policy(policy_or_path)
     parameters = _read_parameters(safetensors_path) if safetensors_path is not None else None
+    if parameters is not None:
+        source = "the policy" if isinstance(policy_or_path, Policy) else repr(str(policy_or_path))
+        check_recorded_sha256(policy.metadata, parameters, source, f"parameters file {str(safetensors_path)!r}")
     operations = [CommitOperationAdd(POLICY_FILE, policy.to_json().encode("utf-8"))]
     if parameters is not None:
         operations.append(CommitOperationAdd(PARAMETERS_FILE, parameters))

@@ -30,13 +30,13 @@ import json
 import math
 import numbers
 import os
-import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .atomic import write_text_atomic
+from .files import read_regular_file
 from .ops import OPERATION_NAMES, OPERATIONS
 
 FORMAT_NAME = "dada-policy"
@@ -44,10 +44,15 @@ FORMAT_VERSION = 1
 MAX_SUB_POLICIES = 1024
 MAX_OPERATIONS_PER_SUB_POLICY = 16
 MAX_POLICY_FILE_BYTES = 4 * 1024 * 1024
+MAX_JSON_INTEGER_DIGITS = 300
+"""Longer integers do not fit in a float (about 1.8e308): refused when JSON is parsed."""
 
 
 def _closest(word: str, choices: Iterable[str]) -> str:
-    matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    """A " (did you mean ...?)" hint for ``word``: close matches, case ignored."""
+    by_folded = {choice.casefold(): choice for choice in choices}
+    folded = difflib.get_close_matches(word.casefold(), list(by_folded), n=3, cutoff=0.5)
+    matches = [by_folded[match] for match in folded]
     return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
@@ -252,16 +257,7 @@ def read_policy_bytes(path: str | os.PathLike[str]) -> bytes:
 
     Only regular files are read: a folder, a device or a FIFO (which would block) is an error.
     """
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ValueError(f"cannot read policy file {str(path)!r}: not a regular file")
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_POLICY_FILE_BYTES + 1)
-    except OSError as error:
-        raise ValueError(f"cannot read policy file {str(path)!r}: {error.strerror or error}") from None
-    if len(data) > MAX_POLICY_FILE_BYTES:
-        raise ValueError(f"policy file {str(path)!r} is larger than the limit of {MAX_POLICY_FILE_BYTES} bytes")
-    return data
+    return read_regular_file(path, MAX_POLICY_FILE_BYTES, "policy file")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -284,17 +280,38 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def parse_json(data: bytes | str) -> Any:
-    """Strict JSON: UTF-8, at most ``MAX_POLICY_FILE_BYTES``, no duplicate keys, finite numbers only."""
+def _bounded_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > MAX_JSON_INTEGER_DIGITS:
+        raise ValueError(
+            f"the integer {text[:12]}... has {len(digits)} digits; JSON numbers here have at most "
+            f"{MAX_JSON_INTEGER_DIGITS} digits (they must fit in a float)"
+        )
+    return int(text)
+
+
+def parse_json(data: bytes | str, max_bytes: int = MAX_POLICY_FILE_BYTES) -> Any:
+    """Strict JSON: UTF-8, at most ``max_bytes``, no duplicate keys, finite numbers that fit in a float.
+
+    The one JSON reader of the package (policy files, presets, Hub files, search checkpoints).
+    """
     if isinstance(data, bytes):
+        if len(data) > max_bytes:
+            raise ValueError(f"the JSON is larger than the limit of {max_bytes:,} bytes")
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as error:
             raise ValueError(f"not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start})") from None
-    if len(data) > MAX_POLICY_FILE_BYTES:
-        raise ValueError(f"the policy JSON is larger than the limit of {MAX_POLICY_FILE_BYTES} bytes")
+    if len(data) > max_bytes:
+        raise ValueError(f"the JSON is larger than the limit of {max_bytes:,} bytes")
     try:
-        return json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_not_json, parse_float=_finite_float)
+        return json.loads(
+            data,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_not_json,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+        )
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
 

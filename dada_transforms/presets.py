@@ -140,8 +140,14 @@ def _is_file(path: Path) -> bool:
 
 
 def _exists(path: Path) -> bool:
-    """Whether ``path`` exists; a name the system refuses (too long, ...) is a ValueError naming it."""
+    """Whether ``path`` exists; a name the system refuses (too long, a loop of links, ...) is a ValueError naming it."""
     try:
-        return path.exists()
+        os.stat(path)
+        return True
+    except FileNotFoundError:
+        if not path.is_symlink():
+            return False
+        why = "it is a symbolic link to a missing file"
     except OSError as error:
-        raise ValueError(f"cannot use {str(path)!r} as a policy file: {error.strerror or error}") from None
+        why = error.strerror or str(error)
+    raise ValueError(f"cannot use {str(path)!r} as a policy file: {why}")

@@ -14,10 +14,14 @@ timm's hparams: ``img_mean`` becomes the geometric ``fill``; ``interpolation`` (
 by timm unless ``--train-interpolation`` is ``random``) becomes the resampling of the
 geometric operations, else the paper's nearest; ``magnitude_std`` (timm level units)
 is used when no ``mstd`` suffix is given. Cutout keeps the paper's fill.
+
+The first DADA transform built for each config string in a process logs one INFO
+line naming the policy on the ``train`` logger, the one timm's train.py logs to.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any
@@ -29,6 +33,9 @@ CONFIG_PREFIX = "dada-"
 TIMM_LEVELS = 10.0  # timm's magnitudes and their noise are in levels 0..10
 KNOWN_SUFFIXES = ("mstd",)
 _SUFFIX_PATTERN = re.compile(r"([a-z]+)(\d.*)")
+LOGGER_NAME = "train"
+"""The logger of timm's train.py (``_logger = logging.getLogger('train')``)."""
+_LOGGED: set[str] = set()  # the config strings already logged in this process
 
 
 def _suffix_value(part: str, config_str: str) -> tuple[str, float] | None:
@@ -116,7 +123,7 @@ def dada_transform_from_config(config_str: str, hparams: dict[str, Any] | None =
             raise ValueError(f"timm's hparam magnitude_std must be a finite number >= 0 for DADA, got {level_std!r}")
     policy = load_policy(spec)
     try:
-        return DADA(
+        transform = DADA(
             policy,
             interpolation=_interpolation(hparams),
             fill=hparams.get("img_mean"),
@@ -124,6 +131,13 @@ def dada_transform_from_config(config_str: str, hparams: dict[str, Any] | None =
         )
     except ValueError as error:
         raise ValueError(f"cannot build {config_str!r} from timm's hparams: {error}") from error
+    if config_str not in _LOGGED:
+        _LOGGED.add(config_str)
+        logging.getLogger(LOGGER_NAME).info(
+            "DADA: applying policy %r (%d sub-policies) for auto_augment %r, interpolation %s, magnitude_std %g",
+            policy.name or spec, len(policy), config_str, transform.interpolation, transform.magnitude_std,
+        )
+    return transform
 
 
 def register() -> list[str]:

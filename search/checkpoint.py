@@ -34,13 +34,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from dada_transforms.atomic import write_bytes_atomic, write_text_atomic
+from dada_transforms.files import read_regular_file
+from dada_transforms.policy import parse_json
 
 from .export import HISTORY_SHAPES
 from .fingerprint import FINGERPRINT_KEYS, fingerprint_differences
+from .output_files import OutputPaths
 from .settings import SearchInputError, SearchSettings
 
 FORMAT_NAME = "dada-search-checkpoint"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: settings gained "crop", history entries "objective" (the noise floor's input), "processes"
 INDEX_FILE = "checkpoint.json"
 _MAX_INDEX_BYTES = 64 * 2**20
 _MAX_DEPTH = 32
@@ -58,6 +61,7 @@ class SearchState:
     step: dict[str, Any]
     history: list[dict[str, Any]]
     data: dict[str, Any]  # see fingerprint.data_fingerprint
+    processes: int = 1  # how many processes (torchrun) shared each batch: a resume needs as many
 
 
 class _Invalid(ValueError):
@@ -79,8 +83,9 @@ def has_checkpoint(directory: Path) -> bool:
 def saved_epoch(directory: Path) -> int | None:
     """The completed epochs recorded in ``directory``'s checkpoint, or None when unreadable (for messages only)."""
     try:
-        epoch = json.loads((Path(directory) / INDEX_FILE).read_text(encoding="utf-8")).get("epoch")
-    except (OSError, ValueError, AttributeError, RecursionError):
+        epoch = parse_json(read_regular_file(Path(directory) / INDEX_FILE, _MAX_INDEX_BYTES, INDEX_FILE), _MAX_INDEX_BYTES)
+        epoch = epoch.get("epoch")
+    except (ValueError, AttributeError):
         return None
     return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
@@ -155,6 +160,7 @@ def save_checkpoint(directory: Path, state: SearchState) -> None:
         "tensors": tensor_file,
         "tensors_sha256": hashlib.sha256(content).hexdigest(),
         "step": step,
+        "processes": state.processes,
     }
     try:
         write_bytes_atomic(directory / tensor_file, content)
@@ -173,17 +179,6 @@ def save_checkpoint(directory: Path, state: SearchState) -> None:
     for old in directory.glob("epoch-*.safetensors"):
         if old.name != tensor_file:
             old.unlink(missing_ok=True)
-
-
-def _reject_constant(name: str) -> None:
-    raise _Invalid(f"{name} is not a JSON number")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise _Invalid(f"duplicate JSON keys {sorted({key for key in keys if keys.count(key) > 1})!r:.80}")
-    return dict(pairs)
 
 
 def _is_integer(value: Any) -> bool:
@@ -209,7 +204,11 @@ def _check_settings(directory: Path, saved: Any, settings: SearchSettings) -> No
         )
 
 
+_HISTORY_KEYS = ("epoch", "loss", "accuracy", "objective", *HISTORY_SHAPES)  # objective: noise_floor.objective_summary
+
+
 def _check_history(history: Any, epoch: int) -> None:
+    """Each entry as the search writes it: the epoch, a finite loss, an accuracy and the snapshots in [0, 1]."""
     if not isinstance(history, list) or len(history) != epoch:
         raise _Invalid(f"'history' must be a list of {epoch} entries, one per completed epoch")
     for number, entry in enumerate(history, start=1):
@@ -219,10 +218,14 @@ def _check_history(history: Any, epoch: int) -> None:
             values = value if isinstance(value, list) else [value]
             if not all(_is_number(item) for item in values):
                 raise _Invalid(f"history entry {number}'s {key!r} must be finite numbers, got {value!r:.80}")
+            if key in ("accuracy", *HISTORY_SHAPES) and not all(0 <= item <= 1 for item in values):
+                raise _Invalid(f"history entry {number}'s {key!r} must be in [0, 1], got {value!r:.80}")
             if key in HISTORY_SHAPES and (not isinstance(value, list) or len(value) != math.prod(HISTORY_SHAPES[key])):
                 raise _Invalid(
                     f"history entry {number}'s {key!r} must be a list of {math.prod(HISTORY_SHAPES[key])} numbers"
                 )
+        if set(entry) != set(_HISTORY_KEYS):
+            raise _Invalid(f"history entry {number} must have exactly the keys {list(_HISTORY_KEYS)}, got {sorted(entry)}")
 
 
 def _check_data(data: Any) -> None:
@@ -249,21 +252,16 @@ def read_checkpoint(directory: Path, settings: SearchSettings) -> dict[str, Any]
     if not path.exists():
         return None
     try:
-        if not path.is_file():
-            raise _Invalid(f"{INDEX_FILE} is not a file")
-        if path.stat().st_size > _MAX_INDEX_BYTES:
-            raise _Invalid(f"{INDEX_FILE} is larger than {_MAX_INDEX_BYTES // 2**20} MiB")
+        content = read_regular_file(path, _MAX_INDEX_BYTES, INDEX_FILE)
         try:
-            index = json.loads(
-                path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys, parse_constant=_reject_constant
-            )
-        except RecursionError:
-            raise _Invalid(f"{INDEX_FILE} is nested too deeply") from None
+            index = parse_json(content, _MAX_INDEX_BYTES)
+        except ValueError as error:
+            raise _Invalid(f"{INDEX_FILE}: {error}") from None
         if not isinstance(index, dict):
             raise _Invalid(f"{INDEX_FILE} must hold a JSON object, got a {type(index).__name__}")
         if index.get("format") != FORMAT_NAME or not _is_integer(index.get("version")) or index["version"] != FORMAT_VERSION:
             raise _Invalid(f"{INDEX_FILE} is not a version-{FORMAT_VERSION} {FORMAT_NAME} file")
-        expected = {"format", "version", "epoch", "settings", "data", "history", "tensors", "tensors_sha256", "step"}
+        expected = {"format", "version", "epoch", "settings", "data", "history", "tensors", "tensors_sha256", "step", "processes"}
         if set(index) != expected:
             raise _Invalid(f"{INDEX_FILE} must have exactly the keys {sorted(expected)}")
         _check_settings(directory, index["settings"], settings)
@@ -276,10 +274,12 @@ def read_checkpoint(directory: Path, settings: SearchSettings) -> dict[str, Any]
             raise _Invalid(f"'tensors' must be 'epoch-{epoch:04d}.safetensors', got {index['tensors']!r:.80}")
         if not isinstance(index["tensors_sha256"], str):
             raise _Invalid("'tensors_sha256' must be a string")
+        if not _is_integer(index["processes"]) or index["processes"] < 1:
+            raise _Invalid(f"'processes' must be an integer >= 1, got {index['processes']!r:.80}")
         return index
     except SearchInputError:
         raise
-    except (_Invalid, OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except ValueError as error:  # _Invalid, or the file cannot be read
         raise _cannot_resume(directory, error) from None
 
 
@@ -295,25 +295,37 @@ def _check_tensors(what: str, tensors: dict[str, torch.Tensor], expected: dict[s
             )
 
 
-def _check_optimizer(name: str, optimizer: torch.optim.Optimizer, fresh_groups: list[dict[str, Any]]) -> None:
-    """After loading: hyperparameters as this search sets them (the learning rate aside), buffers shaped as parameters."""
+def _check_optimizer(name: str, optimizer: torch.optim.Optimizer, fresh_groups: list[dict[str, Any]], scheduled: bool) -> None:
+    """After loading: hyperparameters as this search's settings make them, finite step counts, buffers shaped as
+    parameters. The learning rate equals this search's, or, when ``scheduled`` (the schedule sets it at each
+    epoch), lies in [0, the settings' learning rate]."""
     for group, fresh in zip(optimizer.param_groups, fresh_groups):
+        if set(group) != set(fresh):
+            raise _Invalid(f"{name} hyperparameters must be {sorted(fresh)}")
         for key, value in fresh.items():
             saved = group.get(key)
             saved = tuple(saved) if isinstance(saved, list) else saved
-            if key == "lr" and not (_is_number(saved) and saved > 0):
-                raise _Invalid(f"{name} learning rate must be a finite positive number, got {saved!r:.80}")
-            if key not in ("lr", "params") and saved != value:
+            if key == "lr":
+                if not (_is_number(saved) and (0 <= saved <= value if scheduled else saved == value)):
+                    bound = f"in [0, {value!r}]" if scheduled else repr(value)
+                    raise _Invalid(f"{name} learning rate is {saved!r:.80}, this search's settings give {bound}")
+            elif key != "params" and (saved != value or type(saved) is not type(value)):
                 raise _Invalid(f"{name} hyperparameter {key!r} is {saved!r:.80}, expected {value!r:.80}")
-        if set(group) != set(fresh):
-            raise _Invalid(f"{name} hyperparameters must be {sorted(fresh)}")
     parameters = {id(p): p for group in optimizer.param_groups for p in group["params"]}
     for parameter, state in optimizer.state.items():
         if not isinstance(parameter, torch.Tensor) or id(parameter) not in parameters or not isinstance(state, dict):
             raise _Invalid(f"{name} state refers to parameters that this search does not have")
         for key, value in state.items():
+            if key == "step" and not (isinstance(value, torch.Tensor) and value.numel() == 1 and 0 <= float(value) < 2**53):
+                raise _Invalid(f"{name} state 'step' must be a step count, got {value!r:.80}")
             if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != parameter.shape:
                 raise _Invalid(f"{name} state {key!r} has shape {tuple(value.shape)}, its parameter {tuple(parameter.shape)}")
+
+
+def max_tensor_file_bytes(network: torch.nn.Module, augmentation: Any) -> int:
+    """The largest tensor file a checkpoint of this search may have (its states, with room to spare)."""
+    tensors = [*network.state_dict().values(), *augmentation.tensors().values()]
+    return 4 * sum(tensor.numel() * tensor.element_size() for tensor in tensors) + 2**20
 
 
 def restore_checkpoint(
@@ -346,7 +358,7 @@ def restore_checkpoint(
     }
     try:
         path = directory / index["tensors"]
-        limit = 4 * sum(t.numel() * t.element_size() for t in [*model_now.values(), *augmentation_now.values()]) + 2**20
+        limit = max_tensor_file_bytes(network, augmentation)
         if not path.is_file() or path.stat().st_size > limit:
             raise _Invalid(f"{index['tensors']} is missing or larger than this search's state ({limit:,} bytes)")
         content = path.read_bytes()
@@ -373,32 +385,60 @@ def restore_checkpoint(
         augmentation.load_tensors({key: value.to(device) for key, value in saved_augmentation.items()})
         step.load_state_dict(step_state)
         for name, optimizer in optimizers.items():
-            _check_optimizer(name, optimizer, fresh_groups[name])
+            _check_optimizer(name, optimizer, fresh_groups[name], scheduled=optimizer is step.weight_optimizer)
     except (_Invalid, OSError, SafetensorError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as error:
         raise _cannot_resume(directory, error) from None
     return index["epoch"], list(index["history"])
 
 
-def checkpoint_to_resume(directory: Path, settings: SearchSettings, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+def checkpoint_to_resume(paths: OutputPaths, settings: SearchSettings, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
     """The validated checkpoint a search continues from (None: start afresh); ``overwrite`` removes one.
 
+    A finished result (``NAME.json`` or ``NAME.safetensors``) is protected like a
+    checkpoint: only ``overwrite`` lets a new search replace it (when the result is
+    written, not now). So is a checkpoint folder holding tensor files but no
+    ``checkpoint.json`` (never removed without ``overwrite``).
+
     Raises:
-        SearchInputError: when a checkpoint exists and neither ``resume`` nor
-            ``overwrite`` says what to do with it, or (resuming) it is not valid.
+        SearchInputError: when a checkpoint, an incomplete checkpoint or a finished
+            result exists and neither ``resume`` nor ``overwrite`` says what to do
+            with it, when ``resume`` finds a finished result, or (resuming) when the
+            checkpoint is not valid.
     """
-    directory = Path(directory)
+    directory = Path(paths.checkpoint)
     if resume and overwrite:
         raise SearchInputError("resume and overwrite exclude each other: resume continues the checkpoint, overwrite discards it")
-    if not has_checkpoint(directory):
-        return None
-    if resume:
-        return read_checkpoint(directory, settings)
+    if has_checkpoint(directory):
+        if resume:
+            return read_checkpoint(directory, settings)
+        if overwrite:
+            shutil.rmtree(directory)
+            return None
+        epoch = saved_epoch(directory)
+        done = f" after epoch {epoch}" if epoch is not None else ""
+        raise SearchInputError(
+            f"{str(directory)!r} holds the checkpoint of an interrupted search{done}: run the same command with "
+            f"--resume to continue it, or with --overwrite to discard it and start afresh"
+        )
     if overwrite:
-        shutil.rmtree(directory)
+        if directory.is_dir():
+            shutil.rmtree(directory)
         return None
-    epoch = saved_epoch(directory)
-    done = f" after epoch {epoch}" if epoch is not None else ""
-    raise SearchInputError(
-        f"{str(directory)!r} holds the checkpoint of an interrupted search{done}: run the same command with "
-        f"--resume to continue it, or with --overwrite to discard it and start afresh"
-    )
+    leftovers = sorted(path.name for path in directory.glob("epoch-*.safetensors")) if directory.is_dir() else []
+    if leftovers:
+        raise SearchInputError(
+            f"{str(directory)!r} holds {leftovers[-1]} but no {INDEX_FILE} (an incomplete checkpoint, which cannot be "
+            f"resumed): remove that folder, or run with --overwrite to discard it and start afresh"
+        )
+    finished = [path for path in (paths.policy, paths.parameters) if path.exists()]
+    if finished and resume:
+        raise SearchInputError(
+            f"the search is finished: {str(finished[0])!r} holds its result and there is no checkpoint to resume; "
+            f"run with --overwrite instead of --resume to search again and replace it"
+        )
+    if finished:
+        raise SearchInputError(
+            f"{str(finished[0])!r} holds the result of a finished search: run with --overwrite to replace it, or "
+            f"choose another --name or --output"
+        )
+    return None

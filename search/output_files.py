@@ -77,6 +77,11 @@ def check_output(paths: OutputPaths, name: str) -> None:
     for path in (paths.policy, paths.parameters):
         if path.is_dir():
             raise SearchInputError(f"{str(path)!r} is a folder; the search writes a file there: remove or rename it")
+    if paths.checkpoint.is_symlink():
+        raise SearchInputError(
+            f"{str(paths.checkpoint)!r} is a symbolic link (to {os.readlink(paths.checkpoint)!r}); the search keeps its "
+            f"checkpoints in a folder of its own there: remove the link"
+        )
     if paths.checkpoint.exists() and not paths.checkpoint.is_dir():
         raise SearchInputError(f"{str(paths.checkpoint)!r} is a file; the search keeps its checkpoints in a folder there")
 

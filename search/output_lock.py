@@ -4,6 +4,8 @@ The lock is an ``flock`` (``msvcrt.locking`` on Windows) held for the whole
 search; the operating system drops it when the process ends, however it ends,
 so a killed search leaves no stale lock. While holding it, a search removes the
 temporary files that an earlier, killed search of the same name left behind.
+Folders created for the lock are removed again when the search fails and leaves
+them empty (e.g. for bad input found in the set-up).
 """
 
 from __future__ import annotations
@@ -39,10 +41,15 @@ class OutputLock:
     def __init__(self, paths: OutputPaths) -> None:
         self.paths = paths
         self._descriptor: int | None = None
+        self._created: list[Path] = []  # the folders made for the lock, deepest first
 
     def __enter__(self) -> OutputLock:
         path = self.paths.lock
         try:
+            missing = path.parent
+            while not missing.exists():
+                self._created.append(missing)
+                missing = missing.parent
             path.parent.mkdir(parents=True, exist_ok=True)
             while True:
                 descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -70,6 +77,12 @@ class OutputLock:
                 self.paths.lock.unlink(missing_ok=True)
             os.close(self._descriptor)
             self._descriptor = None
+        if kind is not None:
+            for folder in self._created:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    break
 
 
 def remove_stale_temporaries(paths: OutputPaths) -> list[Path]:

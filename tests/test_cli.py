@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,30 @@ def test_grid_to_an_unwritable_path_is_a_user_error(tmp_path, capsys):
     assert main(["grid", "imagenet", "--samples", "1", "-o", str(tmp_path / "taken.png")]) == 2
     assert "cannot write" in capsys.readouterr().err
     assert [path.name for path in tmp_path.iterdir()] == ["taken.png"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        ("dada_transforms.cli", ["list"]),
+        ("dada_transforms.cli", ["show", "imagenet"]),
+        ("dada_transforms.cli", ["--help"]),
+        ("dada_transforms.search.cli", ["--help"]),
+    ],
+)
+def test_list_show_and_help_answer_without_importing_torch(preset_dir, module, args):
+    script = (
+        "import contextlib, io, sys\n"
+        f"from {module} import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        f"        code = main({args!r})\n"
+        "    except SystemExit as stop:\n"
+        "        code = stop.code\n"
+        "assert code in (0, None), code\n"
+        "assert out.getvalue(), 'printed nothing'\n"
+        "print(sorted(name for name in sys.modules if name == 'torch' or name.startswith('torch.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"{args} imported {result.stdout.strip()[:200]}"

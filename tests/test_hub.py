@@ -13,6 +13,7 @@ import os
 import pickle
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -443,11 +444,53 @@ def test_parameters_files_above_the_size_limit_are_refused_before_reading(cache,
     local = tmp_path / "p.safetensors"
     local.write_bytes(data)
     monkeypatch.setattr(hub, "MAX_PARAMETERS_FILE_BYTES", len(data) - 1)
-    with pytest.raises(ValueError, match=f"is {len(data)} bytes, above the limit of {len(data) - 1}"):
+    with pytest.raises(ValueError, match=f"policy.safetensors' is larger than the limit of {len(data) - 1} bytes"):
         load_hub_parameters("org/name")
     api = FakeHfApi()
-    with pytest.raises(ValueError, match=f"parameters file '.*p.safetensors' is {len(data)} bytes"):
+    with pytest.raises(ValueError, match=f"parameters file '.*p.safetensors' is larger than the limit"):
         push_preset(POLICY_1, "me/p", safetensors_path=local, api=api)
     assert api.calls == []
     monkeypatch.setattr(hub, "MAX_PARAMETERS_FILE_BYTES", len(data))
     assert load_hub_parameters("org/name").keys() == search_tensors().keys()
+
+
+def _policy_recording(content: bytes) -> Policy:
+    """POLICY_1 with the parameters record a dada-search result carries."""
+    record = {"parameters": {"file": "first.safetensors", "sha256": hashlib.sha256(content).hexdigest()}}
+    return Policy(POLICY_1.sub_policies, name="first", metadata=record)
+
+
+def test_hub_parameters_must_be_the_file_policy_json_records(cache):
+    recorded, other = save(search_tensors(0)), save(search_tensors(1))
+    add_commit(cache, "org/name", COMMIT_1, {"policy.json": policy_bytes(_policy_recording(recorded)), "policy.safetensors": recorded})
+    assert load_hub_parameters("org/name").keys() == search_tensors().keys()
+    add_commit(cache, "org/mixed", COMMIT_1, {"policy.json": policy_bytes(_policy_recording(recorded)), "policy.safetensors": other})
+    with pytest.raises(ValueError) as error:
+        load_hub_parameters("org/mixed")
+    assert str(error.value).startswith(
+        "invalid policy.safetensors in Hub repository 'org/mixed': policy.safetensors of Hub repository 'org/mixed' "
+        "does not belong to policy.json of Hub repository 'org/mixed': its SHA-256 is "
+    )
+
+
+def test_a_fifo_in_the_hub_cache_is_refused_at_once(tmp_path):
+    """In a subprocess with a timeout: a read that blocks in native code would hold the GIL."""
+    cache = tmp_path / "hub"
+    add_commit(cache, "org/name", COMMIT_1, {"policy.json": policy_bytes(POLICY_1), "policy.safetensors": b"x"})
+    fifo = cache / "models--org--name" / "snapshots" / COMMIT_1 / "policy.safetensors"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    code = (
+        "from dada_transforms.hub import load_hub_parameters\n"
+        "try:\n    load_hub_parameters('org/name')\nexcept ValueError as error:\n    print(error)\n"
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=hub_env(tmp_path), capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("load_hub_parameters blocked on a FIFO in the Hub cache")
+    assert result.stdout.strip() == (
+        f"invalid policy.safetensors in Hub repository 'org/name': cannot read parameters file {str(fifo)!r}: "
+        f"not a regular file"
+    ), result.stderr[-2000:]

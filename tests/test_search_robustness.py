@@ -188,7 +188,77 @@ def test_builtin_name_guard_resolves_relative_paths(tmp_path, capsys, monkeypatc
         assert "preset name 'imagenet' is a built-in preset" in error_line(capsys)
 
 
-# --- checkpoints: refusing to discard, resuming, validation -----------------------------------------
+def test_a_search_that_fails_on_its_input_leaves_no_output_folder(tmp_path, capsys) -> None:
+    assert run_main(*args_for(tmp_path / "no-data", tmp_path / "new" / "out")) == 2
+    assert "does not exist" in error_line(capsys)
+    assert sorted(path.name for path in tmp_path.iterdir()) == []  # neither new/ nor new/out/
+
+
+@pytest.mark.parametrize("target", ["folder", "missing"])
+def test_a_checkpoint_folder_that_is_a_symbolic_link_is_refused_at_set_up(target, tmp_path, capsys) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    if target == "folder":
+        elsewhere.mkdir()
+        (elsewhere / "checkpoint.json").write_text("{}")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "run.checkpoint").symlink_to(elsewhere)
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        assert run_main(*args_for(tmp_path / "no-data", tmp_path / "out", *extra)) == 2
+        assert error_line(capsys) == (
+            f"dada-search: error: {str(tmp_path / 'out' / 'run.checkpoint')!r} is a symbolic link (to {str(elsewhere)!r}); "
+            f"the search keeps its checkpoints in a folder of its own there: remove the link"
+        )
+    assert (tmp_path / "out" / "run.checkpoint").is_symlink()
+
+
+# --- finished results and checkpoints: refusing to discard, resuming, validation ---------------------
+
+
+def test_a_finished_result_is_not_replaced_without_overwrite(tmp_path, capsys) -> None:
+    output = tmp_path / "out"
+    output.mkdir()
+    for present in ("run.json", "run.safetensors"):
+        (output / present).write_text("a finished result")
+        assert run_main(*args_for(tmp_path / "no-data", output)) == 2
+        assert error_line(capsys) == (
+            f"dada-search: error: {str(output / present)!r} holds the result of a finished search: run with "
+            f"--overwrite to replace it, or choose another --name or --output"
+        )
+        assert run_main(*args_for(tmp_path / "no-data", output, "--resume")) == 2
+        assert error_line(capsys) == (
+            f"dada-search: error: the search is finished: {str(output / present)!r} holds its result and there is no "
+            f"checkpoint to resume; run with --overwrite instead of --resume to search again and replace it"
+        )
+        assert (output / present).read_text() == "a finished result"
+        (output / present).unlink()
+    # --overwrite gets past the guard (here to the missing data).
+    (output / "run.json").write_text("a finished result")
+    assert run_main(*args_for(tmp_path / "no-data", output, "--overwrite")) == 2
+    assert "does not exist" in error_line(capsys) and (output / "run.json").read_text() == "a finished result"
+
+
+def test_an_incomplete_checkpoint_is_not_deleted(tmp_path, capsys) -> None:
+    checkpoint = tmp_path / "out" / "run.checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "epoch-0003.safetensors").write_bytes(b"tensors of an epoch")
+    for extra in ([], ["--resume"]):
+        assert run_main(*args_for(tmp_path / "no-data", tmp_path / "out", *extra)) == 2
+        assert error_line(capsys) == (
+            f"dada-search: error: {str(checkpoint)!r} holds epoch-0003.safetensors but no checkpoint.json (an "
+            f"incomplete checkpoint, which cannot be resumed): remove that folder, or run with --overwrite to discard "
+            f"it and start afresh"
+        )
+    assert (checkpoint / "epoch-0003.safetensors").read_bytes() == b"tensors of an epoch"
+
+
+def test_resume_with_nothing_to_resume_says_so_and_starts_afresh(tree, tmp_path, capsys) -> None:
+    assert run_main(*args_for(tree, tmp_path / "out", "--resume", epochs=1)) == 0
+    err = capsys.readouterr().err
+    assert f"dada-search: nothing to resume in {str(tmp_path / 'out' / 'run.checkpoint')!r}: starting afresh\n" in err
+    assert (tmp_path / "out" / "run.json").is_file()
+
+
+# --- interrupted searches: refusing to discard, resuming, validation -----------------------------------------
 
 
 def test_a_checkpoint_is_not_discarded_without_overwrite(tree, output, capsys) -> None:
@@ -280,7 +350,7 @@ CORRUPTIONS = {
         "setting 'epochs' is 2.0, not a int",
     ),
     "tensor file elsewhere": (_with("tensors", "../../etc/passwd"), "'tensors' must be 'epoch-0001.safetensors'"),
-    "deeply nested": (_nested, "checkpoint.json is nested too deeply"),
+    "deeply nested": (_nested, "checkpoint.json: the JSON is nested too deeply"),
     "truncated tensors": (lambda output: _truncate(output, keep_hash=True), "does not match its SHA-256 in checkpoint.json"),
     "truncated tensors, hash forged": (lambda output: _truncate(output, keep_hash=False), "cannot resume from"),
     "bit flip": (
@@ -304,6 +374,59 @@ CORRUPTIONS = {
         "optimiser state names a tensor that is not in the tensor file",
     ),
 }
+
+
+def _group_setting(optimizer: str, key: str, value):
+    """Set a hyperparameter of the checkpoint's ``optimizer`` (e.g. "arch_optimizer") in checkpoint.json."""
+
+    def edit(output: Path) -> None:
+        index = _index(output)
+        group = index["step"]["dict"][optimizer]["dict"]["param_groups"]["list"][0]["dict"]
+        group[key] = {"value": value}
+        _set_index(output, index)
+
+    return edit
+
+
+def _history_edit(**changes):
+    def edit(output: Path) -> None:
+        text = (output / "run.checkpoint" / "checkpoint.json").read_text()
+        index = json.loads(text)
+        for key, value in changes.items():
+            if value is None:
+                del index["history"][0][key]
+            else:
+                index["history"][0][key] = "@@"
+        text = json.dumps(index)
+        for value in changes.values():
+            if value is not None:
+                text = text.replace('"@@"', value, 1)
+        (output / "run.checkpoint" / "checkpoint.json").write_text(text)
+
+    return edit
+
+
+# Issue 19, points 3 and 8: the optimisers' settings and the history are checked, numbers bounded.
+CORRUPTIONS.update({
+    "arch lr changed": (
+        _group_setting("arch_optimizer", "lr", 0.105),
+        "arch optimiser learning rate is 0.105, this search's settings give 0.005",
+    ),
+    "arch lr 1e300": (
+        _group_setting("arch_optimizer", "lr", 1e300),
+        "arch optimiser learning rate is 1e+300, this search's settings give 0.005",
+    ),
+    "weight lr above the schedule": (
+        _group_setting("weight_optimizer", "lr", 1e300), "weight optimiser learning rate is 1e+300, this search's settings give in [0, "
+    ),
+    "400-digit integer": (_history_edit(loss="1" * 400), "checkpoint.json: the integer 111111111111... has 400 digits"),
+    "accuracy above 1": (_history_edit(accuracy="7.5"), "history entry 1's 'accuracy' must be in [0, 1], got 7.5"),
+    "probability below 0": (
+        _history_edit(probabilities="[" + ", ".join(["-0.5"] * 210) + "]"), "history entry 1's 'probabilities' must be in [0, 1]"
+    ),
+    "history key missing": (_history_edit(accuracy=None), "history entry 1 must have exactly the keys"),
+    "history key added": (_history_edit(note="3"), "history entry 1 must have exactly the keys"),
+})
 
 
 def _flip_a_bit(output: Path) -> None:

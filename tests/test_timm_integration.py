@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import types
@@ -184,7 +185,7 @@ def test_aug_splits_with_augmix_dataset(tmp_path, make_image):
     splits = AugMixDataset(dataset, num_splits=3)
     loader = create_loader(
         splits, SIZE, batch_size=4, is_training=True, auto_augment="dada-imagenet",
-        num_aug_splits=3, num_workers=0, use_prefetcher=False,
+        num_aug_splits=3, num_workers=0, persistent_workers=False, use_prefetcher=False,
     )
     images, _ = next(iter(loader))
     assert len(images) == 3 and all(split.shape == (4, 3, SIZE, SIZE) for split in images)
@@ -244,3 +245,15 @@ def test_posterize_with_heavy_magnitude_noise_never_fails(make_image):
     for row in dada(batch):
         assert any(torch.equal(row, candidate) for candidate in allowed_tensors)
 
+
+
+def test_one_log_line_on_train_pys_logger_names_the_policy(caplog, tmp_path):
+    config = f"dada-{_rotate_policy_file(tmp_path)}-mstd0.5"
+    with caplog.at_level(logging.INFO, logger="train"):
+        for _ in range(3):  # e.g. the train transform built again for each aug split: still one line
+            create_transform(32, is_training=True, auto_augment=config)
+    lines = [record for record in caplog.records if record.name == "train"]
+    assert [record.getMessage() for record in lines] == [
+        f"DADA: applying policy 'strong-rotate' (1 sub-policies) for auto_augment {config!r}, interpolation bilinear, "
+        f"magnitude_std 0.05"
+    ]

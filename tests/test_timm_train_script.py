@@ -123,6 +123,9 @@ def test_train_py_one_cpu_epoch_with_dada(tmp_path, tiny_image_folder):
     result = _train(tmp_path, tiny_image_folder, "--aa", "dada-imagenet")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Train: 0 [   3/4 (100%)]" in result.stdout + result.stderr
+    log = (result.stdout + result.stderr).splitlines()
+    applying = [line for line in log if "DADA: applying policy 'imagenet' (25 sub-policies)" in line]
+    assert len(applying) == 1, log  # one line, through train.py's logging
     assert (tmp_path / "out" / "run" / "summary.csv").is_file()
 
 
