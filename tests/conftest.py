@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # One CPU thread, here and in every process the tests start (set before torch loads): the
 # tests' tensors are tiny, and on a 2-core machine OpenMP's spinning threads made them up
@@ -16,6 +17,9 @@ import random
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
+
+if TYPE_CHECKING:
+    import torch
 
 
 def make_photo(width: int = 40, height: int = 32, mode: str = "RGB", seed: int = 0) -> Image.Image:
@@ -62,6 +66,25 @@ def image_tree(tmp_path_factory):
             pixels = (rng.rand(20, 24, 3) * 120 + 60 * label).astype(np.uint8)
             Image.fromarray(pixels).save(root / f"class{label}" / f"{index}.png")
     return root
+
+
+def _half_bright_images(count: int, seed: int, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 0: bright left half, class 1: bright right half (grey, with noise): the upright/inverted test's data."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (count,), generator=generator)
+    noise = torch.randint(0, 60, (count, 1, size, size), generator=generator)
+    left = torch.zeros(1, 1, 1, size, dtype=torch.bool)
+    left[..., : size // 2] = True
+    bright = left ^ labels.view(-1, 1, 1, 1).bool()
+    return (noise + bright * 190).to(torch.uint8).expand(-1, 3, -1, -1).contiguous(), labels
+
+
+@pytest.fixture(scope="session")
+def half_bright_images():
+    """``half_bright_images(count, seed)``: images whose class is the bright half, left or right."""
+    return _half_bright_images
 
 
 @pytest.fixture

@@ -447,7 +447,7 @@ def test_parameters_files_above_the_size_limit_are_refused_before_reading(cache,
     with pytest.raises(ValueError, match=f"policy.safetensors' is larger than the limit of {len(data) - 1} bytes"):
         load_hub_parameters("org/name")
     api = FakeHfApi()
-    with pytest.raises(ValueError, match=f"parameters file '.*p.safetensors' is larger than the limit"):
+    with pytest.raises(ValueError, match="parameters file '.*p.safetensors' is larger than the limit"):
         push_preset(POLICY_1, "me/p", safetensors_path=local, api=api)
     assert api.calls == []
     monkeypatch.setattr(hub, "MAX_PARAMETERS_FILE_BYTES", len(data))

@@ -227,7 +227,7 @@ def test_hostile_input_through_the_console_script(tmp_path):
     for key, message in errors.items():
         result = results[key]
         assert result.returncode == 2, (key, result.stderr)
-        assert result.stderr.startswith(f"dada-transforms: error: "), (key, result.stderr)
+        assert result.stderr.startswith("dada-transforms: error: "), (key, result.stderr)
         assert message in result.stderr, (key, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == "", key
 

@@ -13,10 +13,8 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from dada_transforms.search import SUB_POLICIES, AugmentationParameters, BilevelSearchStep
 from dada_transforms.search.loop import search
@@ -31,18 +29,7 @@ WITH_INVERT = torch.tensor(["Invert" in sub_policy for sub_policy in SUB_POLICIE
 INVERT_SLOTS = torch.tensor([[op == "Invert" for op in sub_policy] for sub_policy in SUB_POLICIES])
 
 
-def _half_bright_images(count: int, seed: int, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class 0: bright left half, class 1: bright right half (grey, with noise)."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 2, (count,), generator=generator)
-    noise = torch.randint(0, 60, (count, 1, size, size), generator=generator)
-    left = torch.zeros(1, 1, 1, size, dtype=torch.bool)
-    left[..., : size // 2] = True
-    bright = left ^ labels.view(-1, 1, 1, 1).bool()
-    return (noise + bright * 190).to(torch.uint8).expand(-1, 3, -1, -1).contiguous(), labels
-
-
-def _search(noise: bool) -> tuple[AugmentationParameters, NoiseFloor]:
+def _search(noise: bool, half_bright_images) -> tuple[AugmentationParameters, NoiseFloor]:
     """The upright/inverted search (its objective replaced by noise if asked) and its noise floor."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
@@ -65,8 +52,8 @@ def _search(noise: bool) -> tuple[AugmentationParameters, NoiseFloor]:
             return architecture_step({**gradients, "magnitudes": gradients["magnitudes"] * signs})
 
         searcher._estimate, searcher._architecture_step = noisy_estimate, sign_randomised_step
-    train_images, train_labels = _half_bright_images(BATCH * STEPS, seed=0)
-    val_images, val_labels = _half_bright_images(BATCH * STEPS, seed=1)
+    train_images, train_labels = half_bright_images(BATCH * STEPS, seed=0)
+    val_images, val_labels = half_bright_images(BATCH * STEPS, seed=1)
     val_images = 255 - val_images
     for start in range(0, BATCH * STEPS, BATCH):
         part = slice(start, start + BATCH)
@@ -81,8 +68,8 @@ def _search(noise: bool) -> tuple[AugmentationParameters, NoiseFloor]:
 
 
 @pytest.fixture(scope="module")
-def known_answer() -> tuple[AugmentationParameters, NoiseFloor]:
-    return _search(noise=False)
+def known_answer(half_bright_images) -> tuple[AugmentationParameters, NoiseFloor]:
+    return _search(noise=False, half_bright_images=half_bright_images)
 
 
 def test_invert_leaves_the_noise_floor(known_answer):
@@ -98,8 +85,8 @@ def test_invert_leaves_the_noise_floor(known_answer):
     assert counts["weight"] == above.sum()
 
 
-def test_nothing_leaves_the_noise_floor_when_the_objective_is_noise():
-    augmentation, floor = _search(noise=True)
+def test_nothing_leaves_the_noise_floor_when_the_objective_is_noise(half_bright_images):
+    augmentation, floor = _search(noise=True, half_bright_images=half_bright_images)
     counts = floor.outside(augmentation.sub_policy_weights(), augmentation.probabilities, augmentation.magnitudes)
     assert counts == {"weight": 0, "probability": 0, "magnitude": 0}, (counts, floor)
     assert outside_line(counts).endswith("nothing moved further than a search whose objective says nothing about the draw")
@@ -117,18 +104,6 @@ def test_null_pass_is_deterministic_and_scales_with_the_steps():
         assert getattr(longer, kind) > getattr(first, kind)
     with pytest.raises(ValueError, match="21 quantiles per epoch"):
         null_pass_floor([[0.0]], [1], estimator="baseline", arch_lr=0.005, temperature=0.5, seed=0)
-
-
-@pytest.fixture(scope="module")
-def image_tree(tmp_path_factory):
-    """2 classes x 12 images of 8x8 px: 12 search-train and 12 search-val images."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.RandomState(0)
-    for label in range(2):
-        (root / f"class{label}").mkdir()
-        for index in range(12):
-            Image.fromarray((rng.rand(8, 8, 3) * 255).astype(np.uint8)).save(root / f"class{label}" / f"{index}.png")
-    return root
 
 
 def test_search_records_its_noise_floor_and_says_what_left_it(image_tree, tmp_path, capsys):

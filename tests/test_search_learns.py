@@ -19,17 +19,7 @@ BATCH = 32
 STEPS = 40
 
 
-def _half_bright_images(count: int, seed: int, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 2, (count,), generator=generator)
-    noise = torch.randint(0, 60, (count, 1, size, size), generator=generator)
-    left = torch.zeros(1, 1, 1, size, dtype=torch.bool)
-    left[..., : size // 2] = True
-    bright = left ^ labels.view(-1, 1, 1, 1).bool()
-    return (noise + bright * 190).to(torch.uint8).expand(-1, 3, -1, -1).contiguous(), labels
-
-
-def test_search_raises_invert_when_validation_images_are_inverted():
+def test_search_raises_invert_when_validation_images_are_inverted(half_bright_images):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     augmentation = AugmentationParameters()
@@ -37,8 +27,8 @@ def test_search_raises_invert_when_validation_images_are_inverted():
         model, augmentation, lr=0.05, weight_decay=0.0, mean=(0.5,) * 3, std=(0.25,) * 3, cutout=0,
         sampling="per-sample", arch_lr=0.02, generator=torch.Generator().manual_seed(1),
     )
-    train_images, train_labels = _half_bright_images(BATCH * STEPS, seed=0)
-    val_images, val_labels = _half_bright_images(BATCH * STEPS, seed=1)
+    train_images, train_labels = half_bright_images(BATCH * STEPS, seed=0)
+    val_images, val_labels = half_bright_images(BATCH * STEPS, seed=1)
     val_images = 255 - val_images
     for start in range(0, BATCH * STEPS, BATCH):
         part = slice(start, start + BATCH)
