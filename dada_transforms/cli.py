@@ -159,7 +159,11 @@ def _show(spec: str) -> None:
     print(f"{title}: {len(policy)} sub-policies of {' or '.join(map(str, sizes))} operations")
     if policy.description:
         print(printable(policy.description))
-    print("Per image one sub-policy is chosen uniformly; each operation is applied with its probability.")
+    if policy.sampling_weights is None:
+        print("Per image one sub-policy is chosen uniformly; each operation is applied with its probability.")
+    else:
+        print("Per image one sub-policy is chosen with the probability in 'chosen with' (its sampling weight);")
+        print("each operation is applied with its probability.")
     print("+/- marks mirrored operations: the argument's sign is random.\n")
     print(text_table(policy))
     from .search.noise_band import outside_counts, outside_line  # a search's result says how far it moved

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from . import functional_pil as fp
@@ -69,7 +68,9 @@ class OperationSpec:
 
 
 def _functional_tensor():
-    return import_module(".functional_tensor", __package__)
+    from . import functional_tensor  # an import statement, which torch.compile traces (import_module it does not)
+
+    return functional_tensor
 
 
 def _signed(unit: str, digits: int) -> Callable[[float], str]:

@@ -6,10 +6,14 @@ sub-policy, which of its operations apply, and their signed real arguments;
 Both read one row of ``1 + 4K`` uniforms laid out as [sub-policy choice,
 K application draws, K sign draws, K Cutout centres (x, y)], then, with
 magnitude noise, K normal draws: the same seed gives the same parameters.
+The sub-policy is ``floor(u * S)`` for a uniform policy of S sub-policies and,
+for a weighted one, the first whose cumulative probability exceeds ``u``
+(inverse CDF): the same single uniform either way, so both paths agree.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +34,7 @@ class PolicyTable:
     entries: torch.Tensor  # [S, K, 4] float64: probability, magnitude, argument low, argument span
     mirrored: torch.Tensor
     kinds_per_slot: tuple[tuple[int, ...], ...]  # the distinct operation indices of each slot
+    sampling_cdf: torch.Tensor | None  # [S] float64, the policy's cumulative sampling probabilities; None: uniform
 
     @classmethod
     def from_policy(cls, policy: Policy, device: torch.device | str = "cpu") -> PolicyTable:
@@ -48,7 +53,8 @@ class PolicyTable:
         kinds = tuple(
             tuple(sorted({index for index in operations[:, slot].tolist() if index >= 0})) for slot in range(width)
         )
-        return cls(operations.to(device), entries.to(device), mirrored.to(device), kinds)
+        cdf = None if policy.sampling_cdf is None else torch.tensor(policy.sampling_cdf, dtype=torch.float64, device=device)
+        return cls(operations.to(device), entries.to(device), mirrored.to(device), kinds, cdf)
 
     @property
     def slots(self) -> int:
@@ -84,7 +90,10 @@ def draw(
     uniform = torch.rand(count, _row_length(slots), generator=generator, device=device, dtype=torch.float64)
     choice, applied_u, sign_u, centers = uniform.split((1, slots, slots, 2 * slots), dim=1)
     sub_policy_count = table.operations.shape[0]
-    sub_policies = (choice.squeeze(1) * sub_policy_count).long().clamp_(max=sub_policy_count - 1)
+    if table.sampling_cdf is None:
+        sub_policies = (choice.squeeze(1) * sub_policy_count).long().clamp_(max=sub_policy_count - 1)
+    else:  # inverse CDF, as bisect_right in draw_one; on the device, no host read
+        sub_policies = torch.searchsorted(table.sampling_cdf, choice.squeeze(1).contiguous(), right=True).clamp_(max=sub_policy_count - 1)
     operations = table.operations.index_select(0, sub_policies)
     probabilities, magnitudes, lows, spans = table.entries.index_select(0, sub_policies).unbind(2)
     applied = applied_u < probabilities  # never on padding (probability 0)
@@ -113,7 +122,9 @@ def draw_one(
     """
     uniform = torch.rand(_row_length(slots), generator=generator, dtype=torch.float64).tolist()
     noise = torch.randn(slots, generator=generator, dtype=torch.float64).tolist() if magnitude_std > 0 else None
-    sub_policy = policy[min(int(uniform[0] * len(policy)), len(policy) - 1)]
+    cdf = policy.sampling_cdf
+    index = int(uniform[0] * len(policy)) if cdf is None else bisect.bisect_right(cdf, uniform[0])
+    sub_policy = policy[min(index, len(policy) - 1)]
     chosen = []
     for slot, operation in enumerate(sub_policy):
         if uniform[1 + slot] >= operation.probability:

@@ -17,6 +17,14 @@ operations ``(op, probability, magnitude)`` with probability and magnitude in
       "metadata": {...}                         # optional, free-form JSON
     }
 
+Per image one sub-policy is chosen uniformly (the paper's). Version 2 adds one optional
+field, ``"sampling_weights"``: one positive finite number per sub-policy, in the order of
+``sub_policies``; sub-policy i is then chosen with probability ``w_i / sum(w)`` (our
+extension beyond the paper). Files are written as version 1 unless they carry weights, so
+unweighted policies keep their bytes and older readers refuse weighted files instead of
+applying them uniformly. ``metadata`` is never read for sampling (a search's
+``metadata["sub_policy_weights"]`` is information only).
+
 Untrusted sizes are bounded: at most ``MAX_SUB_POLICIES`` sub-policies of at most
 ``MAX_OPERATIONS_PER_SUB_POLICY`` operations, and policy files of at most
 ``MAX_POLICY_FILE_BYTES``. Files are strict JSON: UTF-8, no duplicate keys, no NaN or
@@ -26,6 +34,8 @@ Infinity (non-finite numbers in metadata are written as ``null``).
 from __future__ import annotations
 
 import difflib
+import functools
+import itertools
 import json
 import math
 import numbers
@@ -40,7 +50,9 @@ from .files import read_regular_file
 from .ops import OPERATION_NAMES, OPERATIONS
 
 FORMAT_NAME = "dada-policy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest version read and written; version 1 (no ``sampling_weights``) is read and written too."""
+WEIGHTED_KEY = "sampling_weights"
 MAX_SUB_POLICIES = 1024
 MAX_OPERATIONS_PER_SUB_POLICY = 16
 MAX_POLICY_FILE_BYTES = 4 * 1024 * 1024
@@ -117,17 +129,21 @@ class SubPolicy:
 
 @dataclass(frozen=True)
 class Policy:
-    """A DADA policy: sub-policies, one of which is chosen uniformly per image."""
+    """A DADA policy: sub-policies, one of which is chosen per image: uniformly, or with probabilities
+    proportional to ``sampling_weights`` (one positive finite number per sub-policy) when given."""
 
     sub_policies: tuple[SubPolicy, ...]
     name: str | None = None
     description: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    sampling_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.sub_policies:
             raise ValueError("a policy needs at least one sub-policy, got an empty policy")
         _check_count(len(self.sub_policies), MAX_SUB_POLICIES, "sub-policies", "a policy")
+        if self.sampling_weights is not None:
+            object.__setattr__(self, "sampling_weights", _sampling_weights(self.sampling_weights, len(self.sub_policies)))
 
     def __iter__(self) -> Iterator[SubPolicy]:
         return iter(self.sub_policies)
@@ -142,11 +158,32 @@ class Policy:
     def operation_names(self) -> set[str]:
         return {operation.op for sub_policy in self for operation in sub_policy}
 
+    @property
+    def sampling_probabilities(self) -> tuple[float, ...] | None:
+        """Each sub-policy's probability of being chosen, ``w_i / sum(w)``; None when chosen uniformly."""
+        if self.sampling_weights is None:
+            return None
+        total = sum(self.sampling_weights)
+        return tuple(weight / total for weight in self.sampling_weights)
+
+    @functools.cached_property
+    def sampling_cdf(self) -> tuple[float, ...] | None:
+        """The cumulative sampling probabilities (a sub-policy is the first whose value exceeds a
+        uniform draw in [0, 1)); None when chosen uniformly. Computed once per policy."""
+        probabilities = self.sampling_probabilities
+        return None if probabilities is None else tuple(itertools.accumulate(probabilities))
+
     # -- construction ------------------------------------------------------
 
     @classmethod
-    def from_list(cls, sub_policies: Sequence[Sequence[Any]], name: str | None = None) -> Policy:
-        """A policy from literal sub-policies of ``(op, probability, magnitude)`` triples or dicts."""
+    def from_list(
+        cls,
+        sub_policies: Sequence[Sequence[Any]],
+        name: str | None = None,
+        sampling_weights: Sequence[float] | None = None,
+    ) -> Policy:
+        """A policy from literal sub-policies of ``(op, probability, magnitude)`` triples or dicts,
+        with optional sampling weights (one positive number per sub-policy)."""
         if isinstance(sub_policies, (str, bytes)) or not isinstance(sub_policies, Sequence):
             raise ValueError(f"a policy must be a list of sub-policies, got {type(sub_policies).__name__}")
         if not sub_policies:
@@ -161,7 +198,7 @@ class Policy:
                 built.append(SubPolicy(tuple(_operation(item) for item in sub_policy)))
             except ValueError as error:
                 raise ValueError(f"sub-policy {index}: {error}") from None
-        return cls(tuple(built), name=name)
+        return cls(tuple(built), name=name, sampling_weights=sampling_weights)
 
     @classmethod
     def from_dict(cls, data: Any) -> Policy:
@@ -173,9 +210,10 @@ class Policy:
         version = data.get("version")
         if type(version) is not int:  # true and 1.0 compare equal to 1, but are not versions
             raise ValueError(f"'version' must be an integer, got {version!r}")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"unsupported policy format version {version!r}; this library reads {FORMAT_VERSION}")
-        unknown = set(data) - {"format", "version", "name", "description", "sub_policies", "metadata"}
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError(f"unsupported policy format version {version!r}; this library reads 1 and {FORMAT_VERSION}")
+        known = {"format", "version", "name", "description", "sub_policies", "metadata"}
+        unknown = set(data) - known - ({WEIGHTED_KEY} if version == FORMAT_VERSION else set())
         if unknown:
             raise ValueError(f"unknown keys in policy: {', '.join(sorted(unknown))}")
         for key in ("name", "description"):
@@ -187,8 +225,11 @@ class Policy:
         sub_policies = data.get("sub_policies", [])
         if not isinstance(sub_policies, list):
             raise ValueError(f"'sub_policies' must be a list of sub-policies, got {sub_policies!r}")
-        policy = cls.from_list(sub_policies, name=data.get("name"))
-        return cls(policy.sub_policies, name=policy.name, description=data.get("description"), metadata=metadata)
+        policy = cls.from_list(sub_policies, name=data.get("name"), sampling_weights=data.get(WEIGHTED_KEY))
+        return cls(
+            policy.sub_policies, name=policy.name, description=data.get("description"), metadata=metadata,
+            sampling_weights=policy.sampling_weights,
+        )
 
     @classmethod
     def from_json_bytes(cls, data: bytes | str) -> Policy:
@@ -211,7 +252,7 @@ class Policy:
     # -- serialisation -------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+        data: dict[str, Any] = {"format": FORMAT_NAME, "version": 1 if self.sampling_weights is None else FORMAT_VERSION}
         if self.name is not None:
             data["name"] = self.name
         if self.description is not None:
@@ -220,6 +261,8 @@ class Policy:
             [{"op": o.op, "probability": o.probability, "magnitude": o.magnitude} for o in sub_policy]
             for sub_policy in self
         ]
+        if self.sampling_weights is not None:
+            data[WEIGHTED_KEY] = list(self.sampling_weights)
         if self.metadata:
             data["metadata"] = _json_value(self.metadata, "metadata")
         return data
@@ -233,7 +276,27 @@ class Policy:
 
     def __repr__(self) -> str:
         label = f"{self.name!r}, " if self.name else ""
-        return f"Policy({label}{len(self)} sub-policies)"
+        weighted = ", weighted" if self.sampling_weights is not None else ""
+        return f"Policy({label}{len(self)} sub-policies{weighted})"
+
+
+def _sampling_weights(weights: Any, count: int) -> tuple[float, ...]:
+    """``weights`` as a tuple of ``count`` positive finite floats with a finite sum."""
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise ValueError(f"'{WEIGHTED_KEY}' must be a list of numbers, one per sub-policy, got {weights!r:.80}")
+    if len(weights) != count:
+        raise ValueError(f"'{WEIGHTED_KEY}' has {len(weights)} numbers for {count} sub-policies; give one per sub-policy")
+    for index, weight in enumerate(weights):
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+            raise ValueError(f"sampling weight {index} must be a finite number > 0, got {weight!r}")
+        if weight <= 0:
+            raise ValueError(
+                f"sampling weight {index} must be > 0, got {weight!r} (leave out a sub-policy that is never to be chosen)"
+            )
+    result = tuple(float(weight) for weight in weights)
+    if not math.isfinite(sum(result)):
+        raise ValueError(f"the sampling weights sum to {sum(result)!r}; scale them down")
+    return result
 
 
 def _operation(item: Any) -> Operation:

@@ -27,6 +27,7 @@ class OperationRow:
     sub_policy: int  # 1-based
     first: bool  # the sub-policy's first operation
     weight: float | None  # the sub-policy's search weight, when the policy's metadata has it
+    chance: float | None  # the sub-policy's sampling probability, when the policy is weighted (None: uniform)
     operation: str  # e.g. "Rotate +/-13.5 deg"
     probability: float
     magnitude: float
@@ -47,11 +48,13 @@ def sub_policy_weights(policy: Policy) -> list[float] | None:
 def policy_rows(policy: Policy) -> list[OperationRow]:
     """The policy's operations in order, one row each."""
     weights = sub_policy_weights(policy)
+    chances = policy.sampling_probabilities
     return [
         OperationRow(
             sub_policy=index + 1,
             first=position == 0,
             weight=weights[index] if weights else None,
+            chance=chances[index] if chances else None,
             operation=OPERATIONS[operation.op].describe(operation.magnitude),
             probability=operation.probability,
             magnitude=operation.magnitude,
@@ -61,26 +64,32 @@ def policy_rows(policy: Policy) -> list[OperationRow]:
     ]
 
 
-def _cells(row: OperationRow, with_weight: bool) -> list[str]:
+def _cells(row: OperationRow) -> list[str]:
     cells = [str(row.sub_policy) if row.first else ""]
-    if with_weight:
+    if row.weight is not None:
         cells.append(f"{row.weight:.4f}" if row.first else "")
+    if row.chance is not None:
+        cells.append(f"{row.chance:.4f}" if row.first else "")
     return cells + [row.operation, f"{row.probability:.2f}", f"{row.magnitude:.2f}"]
 
 
-_NUMERIC_COLUMNS = frozenset({"sub-policy", "weight", "probability", "magnitude"})
+_NUMERIC_COLUMNS = frozenset({"sub-policy", "weight", "chosen with", "probability", "magnitude"})
 
 
-def _header(with_weight: bool) -> list[str]:
-    return ["sub-policy"] + (["weight"] if with_weight else []) + ["operation (argument)", "probability", "magnitude"]
+def _header(row: OperationRow) -> list[str]:
+    return (
+        ["sub-policy"]
+        + (["weight"] if row.weight is not None else [])
+        + (["chosen with"] if row.chance is not None else [])
+        + ["operation (argument)", "probability", "magnitude"]
+    )
 
 
 def text_table(policy: Policy) -> str:
     """The policy as an aligned plain-text table, sub-policies separated by their number."""
     rows = policy_rows(policy)
-    with_weight = rows[0].weight is not None
-    header = _header(with_weight)
-    body = [_cells(row, with_weight) for row in rows]
+    header = _header(rows[0])
+    body = [_cells(row) for row in rows]
     widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
     rendered = ["  ".join(name.ljust(width) for name, width in zip(header, widths)).rstrip()]
     for line in body:
@@ -95,8 +104,7 @@ def text_table(policy: Policy) -> str:
 def markdown_table(policy: Policy) -> str:
     """The policy as a Markdown table."""
     rows = policy_rows(policy)
-    with_weight = rows[0].weight is not None
-    header = _header(with_weight)
+    header = _header(rows[0])
     alignment = ["---:" if name in _NUMERIC_COLUMNS else "---" for name in header]
-    lines = [header, alignment] + [_cells(row, with_weight) for row in rows]
+    lines = [header, alignment] + [_cells(row) for row in rows]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)

@@ -109,7 +109,8 @@ def _worker_seed(seed: int, worker_seed: int) -> int:
 
 
 class DADA(v2.Transform):
-    """Apply a DADA policy: per image, one sub-policy chosen uniformly, each operation with its probability.
+    """Apply a DADA policy: per image, one sub-policy chosen uniformly (or by the policy's sampling weights),
+    each operation with its probability.
 
     Args:
         policy: a preset name (``"cifar10"``, ``"cifar100"``, ``"svhn"``, ``"imagenet"``

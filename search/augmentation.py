@@ -159,8 +159,11 @@ class AugmentationParameters(torch.nn.Module):
 
     # -- export and persistence -------------------------------------------------
 
-    def to_policy(self, top_k: int = 25, name: str | None = None, metadata: dict | None = None) -> Policy:
-        """The top-k sub-policies by weight, with p and m clamped to [0, 1]."""
+    def to_policy(
+        self, top_k: int = 25, name: str | None = None, metadata: dict | None = None, weighted: bool = False
+    ) -> Policy:
+        """The top-k sub-policies by weight, with p and m clamped to [0, 1], chosen uniformly (the paper's)
+        or, ``weighted``, with their weights softmax(alpha) renormalised over the kept ones (ours)."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(SUB_POLICIES):
             raise ValueError(f"top_k must be an integer in [1, {len(SUB_POLICIES)}], got {top_k!r}")
         with torch.no_grad():
@@ -172,10 +175,13 @@ class AugmentationParameters(torch.nn.Module):
             [(op, probabilities[index][slot], magnitudes[index][slot]) for slot, op in enumerate(SUB_POLICIES[index])]
             for index in kept
         ]
-        policy = Policy.from_list(sub_policies, name=name)
+        sampling_weights = None
+        if weighted:  # softmax(alpha) renormalised over the kept ones = the softmax of their alphas, in float64
+            sampling_weights = self.alpha.detach().double().cpu()[kept].softmax(0).tolist()
+        policy = Policy.from_list(sub_policies, name=name, sampling_weights=sampling_weights)
         full_metadata: dict[str, Any] = dict(metadata or {})
         full_metadata["sub_policy_weights"] = [weights[index].item() for index in kept]
-        return Policy(policy.sub_policies, name=name, metadata=full_metadata)
+        return Policy(policy.sub_policies, name=name, metadata=full_metadata, sampling_weights=policy.sampling_weights)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """All parameters as contiguous CPU tensors (for safetensors)."""

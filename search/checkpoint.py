@@ -189,8 +189,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+_ADDED_SETTINGS = {"export": "top-k"}
+"""Settings added without a new format version, with the value every older checkpoint was made with."""
+
+
 def _check_settings(directory: Path, saved: Any, settings: SearchSettings) -> None:
     now = settings.to_dict()
+    if isinstance(saved, dict):
+        saved = {**_ADDED_SETTINGS, **saved}
     if not isinstance(saved, dict) or set(saved) != set(now):
         raise _Invalid(f"'settings' must be an object with the keys {sorted(now)}")
     for key, value in saved.items():

@@ -16,6 +16,7 @@ from .settings import (
     DATA_PATHS,
     DATASETS,
     ESTIMATORS,
+    EXPORTS,
     MAGNITUDE_GRADIENTS,
     SAMPLING_MODES,
     VALIDATION_BATCHES,
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--name", required=True, metavar="PRESET", help="preset name: writes DIR/PRESET.json and DIR/PRESET.safetensors")
     output.add_argument("--output", metavar="DIR", help="output folder (default: the user preset directory, so DADA(PRESET) finds it)")
     output.add_argument("--top-k", type=int, metavar="K", default=25, help="sub-policies kept in the policy (default 25)")
+    output.add_argument("--export", choices=EXPORTS, default="top-k", help="top-k: the kept sub-policies chosen uniformly (default, the paper's); weighted: chosen with their learned weights softmax(alpha), renormalised over the kept ones (ours)")
     again = output.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from DIR/PRESET.checkpoint/ if it exists")
     again.add_argument("--overwrite", action="store_true", help="discard DIR/PRESET.checkpoint/ of an interrupted search and start afresh")

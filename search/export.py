@@ -60,8 +60,12 @@ def export_result(
     top_k: int,
     metadata: dict[str, Any],
     write: bool = True,
+    weighted: bool = False,
 ) -> tuple[Policy, dict[str, torch.Tensor]]:
     """Write the top-``top_k`` policy and every learned tensor; returns both (``write=False``: only returns them).
+
+    ``weighted``: the policy samples its sub-policies by their learned weights (see
+    :meth:`AugmentationParameters.to_policy`) instead of uniformly.
 
     The policy's metadata holds ``metadata`` plus ``sub_policy_weights``, the
     weight softmax(alpha) of each exported sub-policy, in the file's order, and
@@ -77,7 +81,7 @@ def export_result(
     history = metadata.get("history", [])
     snapshots = history_tensors(history)
     metadata = {**metadata, "history": [{k: v for k, v in entry.items() if k not in HISTORY_SHAPES} for entry in history]}
-    ranked = augmentation.to_policy(top_k=top_k, name=name, metadata=metadata)
+    ranked = augmentation.to_policy(top_k=top_k, name=name, metadata=metadata, weighted=weighted)
     search = metadata.get("search", {})
     description = f"DADA policy searched by dada-search on {search.get('dataset')} with {search.get('model')}"
     tensors = {**augmentation.tensors(), **snapshots}
@@ -85,7 +89,8 @@ def export_result(
     content = save(tensors, metadata=file_metadata)
     parameters_file = {"file": paths.parameters.name, "sha256": hashlib.sha256(content).hexdigest()}
     policy = Policy(
-        ranked.sub_policies, name=name, description=description, metadata={**ranked.metadata, "parameters": parameters_file}
+        ranked.sub_policies, name=name, description=description, metadata={**ranked.metadata, "parameters": parameters_file},
+        sampling_weights=ranked.sampling_weights,
     )
     if not write:
         return policy, tensors

@@ -101,6 +101,7 @@ def search(
     val_batches: str = "fresh",
     lr_min: float | None = None,
     sync_bn: bool = False,
+    export: str = "top-k",
     device: str | torch.device | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     resume: bool = False,
@@ -121,6 +122,8 @@ def search(
     ``"stream"`` (image files decoded by ``workers`` DataLoader processes each
     step: bounded host memory) or ``"auto"`` (stream when the decoded data
     would not fit comfortably in memory); both give the same search.
+    ``export="weighted"`` writes the top-k sub-policies with their learned weights
+    (renormalised) as sampling weights instead of the paper's uniform choice (``"top-k"``).
     ``push_to_hub="org/name"`` uploads the result. One search at a time may
     write a given ``OUTPUT/NAME``.
 
@@ -155,6 +158,7 @@ def search(
         val_batches=val_batches,
         lr_min=lr_min,
         sync_bn=sync_bn,
+        export=export,
     )
     check_data_options(settings.dataset, data_path, workers)
     processes = processes_from_environment()
@@ -339,7 +343,9 @@ def search(
         }
 
         def finish() -> tuple[Policy, dict[str, torch.Tensor]]:
-            result = export_result(augmentation, paths, name, settings.top_k, metadata, write=processes.is_main)
+            result = export_result(
+                augmentation, paths, name, settings.top_k, metadata, write=processes.is_main, weighted=settings.export == "weighted"
+            )
             if processes.is_main:
                 shutil.rmtree(paths.checkpoint, ignore_errors=True)
                 _say(progress, f"wrote {paths.policy} and {paths.parameters}")

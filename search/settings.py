@@ -15,7 +15,8 @@ imagenet   (reduced-)imagenet resnet50  32    0.00125 1e-4  0      224        re
 The authors' shell script (``train_paper.sh``) differs in three values: CIFAR-100
 lr 0.1, SVHN Cutout 16, ImageNet Cutout 16 (``lr=0.1`` / ``cutout=16`` to use them).
 ``imagefolder`` takes the cifar10 row. All datasets: 20 epochs, temperature
-0.5, architecture learning rate 0.005, top 25 sub-policies exported, the
+0.5, architecture learning rate 0.005, top 25 sub-policies exported (chosen
+uniformly; ``export="weighted"``, ours: by their learned weights), the
 learning rate cosine-annealed to ``lr_min`` = 0.001 (or ``lr`` if smaller),
 stepped before each epoch as the published code does, validation batches
 un-augmented. Validation batches are fresh each step by default, a deviation:
@@ -55,6 +56,7 @@ ESTIMATORS = ("baseline", "relax", "score-function")
 VALIDATION_BATCHES = ("fresh", "fixed")
 DEFAULT_LR_MIN = 0.001
 MAGNITUDE_GRADIENTS = ("straight-through", "autodiff")
+EXPORTS = ("top-k", "weighted")  # the top-k applied uniformly (the paper's), or sampled by their learned weights (ours)
 SUB_POLICY_COUNT = 105
 
 
@@ -122,6 +124,7 @@ class SearchSettings:
     lighting: float = 0.0  # after the policy
     momentum: float = 0.9
     grad_clip: float = 5.0
+    export: str = "top-k"  # one of EXPORTS
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON values."""
@@ -177,6 +180,7 @@ def resolve_settings(
     val_batches: str = "fresh",
     lr_min: float | None = None,
     sync_bn: bool = False,
+    export: str = "top-k",
 ) -> SearchSettings:
     """The settings for ``dataset``: published defaults where an argument is None, each value validated.
 
@@ -225,6 +229,7 @@ def resolve_settings(
         crop=row.crop,
         color_jitter=row.color_jitter,
         lighting=row.lighting,
+        export=_choice(export, "export", EXPORTS),
     )
 
 

@@ -91,7 +91,7 @@ def test_policy_files_are_bounded_in_size(tmp_path):
         ({"sub_policies": [[ROTATE]], "version": True}, "'version' must be an integer, got True"),
         ({"sub_policies": [[ROTATE]], "version": 1.0}, "'version' must be an integer, got 1.0"),
         ({"sub_policies": [[ROTATE]], "version": "1"}, "'version' must be an integer, got '1'"),
-        ({"sub_policies": [[ROTATE]], "version": 2}, "unsupported policy format version 2"),
+        ({"sub_policies": [[ROTATE]], "version": 3}, "unsupported policy format version 3"),
     ],
 )
 def test_every_wrong_type_is_a_value_error_naming_the_field(data, message):
