@@ -363,11 +363,11 @@ def restore_checkpoint(
         name: [dict(group) for group in optimizer.param_groups] for name, optimizer in optimizers.items()
     }
     try:
-        path = directory / index["tensors"]
         limit = max_tensor_file_bytes(network, augmentation)
-        if not path.is_file() or path.stat().st_size > limit:
-            raise _Invalid(f"{index['tensors']} is missing or larger than this search's state ({limit:,} bytes)")
-        content = path.read_bytes()
+        try:
+            content = read_regular_file(directory / index["tensors"], limit, "tensor file")
+        except ValueError as error:
+            raise _Invalid(str(error)) from None  # missing, not a regular file, or larger than this search's state
         if hashlib.sha256(content).hexdigest() != index["tensors_sha256"]:
             raise _Invalid(f"{index['tensors']} does not match its SHA-256 in {INDEX_FILE} (changed or damaged)")
         tensors = load(content)

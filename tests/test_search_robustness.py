@@ -311,6 +311,11 @@ def _truncate(output: Path, keep_hash: bool) -> None:
         _set_index(output, index)
 
 
+def _replace_with_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
 def _first_model_key(tensors: dict) -> str:
     return next(key for key in tensors if key.startswith("model.") and tensors[key].is_floating_point())
 
@@ -350,6 +355,10 @@ CORRUPTIONS = {
         "setting 'epochs' is 2.0, not a int",
     ),
     "tensor file elsewhere": (_with("tensors", "../../etc/passwd"), "'tensors' must be 'epoch-0001.safetensors'"),
+    "tensor file a FIFO": (
+        lambda output: _replace_with_fifo(output / "run.checkpoint" / "epoch-0001.safetensors"),
+        "cannot read tensor file",
+    ),
     "deeply nested": (_nested, "checkpoint.json: the JSON is nested too deeply"),
     "truncated tensors": (lambda output: _truncate(output, keep_hash=True), "does not match its SHA-256 in checkpoint.json"),
     "truncated tensors, hash forged": (lambda output: _truncate(output, keep_hash=False), "cannot resume from"),
