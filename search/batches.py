@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from dada_transforms.functional_tensor import constant
+
 from .distributed import SINGLE, Processes
 
 
@@ -211,7 +213,7 @@ def color_jitter(images: torch.Tensor, factors: torch.Tensor, order: torch.Tenso
     for position in range(3):
         kind = order[:, position].view(-1, 1, 1, 1)
         factor = factors.gather(1, order[:, position : position + 1]).view(-1, 1, 1, 1)
-        red, green, blue = current.unbind(1)  # Python-number weights: no table copied to the device
+        red, green, blue = current.unbind(1)  # torchvision's rgb_to_grayscale arithmetic
         grey = (_GREY[0] * red + _GREY[1] * green + _GREY[2] * blue).unsqueeze(1)
         blend_with = torch.where(
             kind == 0, torch.zeros_like(grey), torch.where(kind == 1, grey.mean((2, 3), keepdim=True), grey)
@@ -228,10 +230,8 @@ def draw_lighting(
 
 
 def lighting(images: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Add ``eigenvectors @ (weights * eigenvalues)`` to each image's channels (no clamp, as published).
-
-    Written with Python numbers, so that no table is copied to the device at each step.
-    """
-    scaled = [weights[:, k].to(images.dtype) * _EIGENVALUES[k] for k in range(3)]
-    shift = torch.stack([sum(scaled[k] * row[k] for k in range(3)) for row in _EIGENVECTORS], 1)
+    """Add ``eigenvectors @ (weights * eigenvalues)`` to each image's channels (no clamp, as published)."""
+    eigenvalues = constant(_EIGENVALUES, images.dtype, images.device)  # both made once per device
+    eigenvectors = constant(sum(_EIGENVECTORS, ()), images.dtype, images.device).view(3, 3)
+    shift = (weights.to(images.dtype) * eigenvalues) @ eigenvectors.T
     return images + shift.view(-1, 3, 1, 1)
