@@ -260,6 +260,13 @@ def _flags(options: dict) -> list[str]:
             "--no-progress", "--timeout", "5"]
 
 
+def _say_line(text: str) -> None:
+    """One line to stdout in one write: both ranks share the pipe, and print's separate write of the
+    newline let the other rank's line land between a message and its newline."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def _worker(mode: str, out: Path, options: dict) -> int:
     import dada_transforms.search.checkpoint as checkpoint_module
     from dada_transforms.search.bilevel import BilevelSearchStep
@@ -276,9 +283,9 @@ def _worker(mode: str, out: Path, options: dict) -> int:
             case = {**options["base"], **changes[rank]}
             try:
                 search(case.pop("dataset"), **case)
-                print(f"{rank} {number} finished", flush=True)
+                _say_line(f"{rank} {number} finished")
             except SearchInputError as error:
-                print(f"{rank} {number} {error}", flush=True)
+                _say_line(f"{rank} {number} {error}")
         os.environ["MASTER_PORT"] = str(options["ports"][-1])
         return main(_flags(options["base"]) + (options["cli_rank1"] if rank == 1 else []))
     flags = _flags(options)
