@@ -11,6 +11,17 @@ backward, step) of the same model and batch, timed in the same run: the two
 kinds of step alternate and each is timed alone, so that a machine whose
 load changes affects both; medians are reported.
 
+Every method is timed against that anchor in the same run, the steps of all of them
+alternating with the anchor's: ``published`` per batch and per sample (the paper's; its
+floor is 4 passes: forward and backward at w, validation at w', w+ and w-), and
+``compact`` (ours) with its ``unrolled`` and ``adversarial`` objectives, K draws per
+image (a K times larger augmented batch). Then the peak memory of one compact step for
+K = 2, 4, 8 draws per image (and of the plain training step, one image per row): on
+CUDA ``torch.cuda.max_memory_allocated`` over the step; on the CPU the rise of the
+resident size during the first step (sampled every 0.5 ms), each K in a fresh process
+(tracemalloc does not see torch's allocations). ``--quick``: a small network
+and batch (about a minute on two CPU cores).
+
 ``--variance`` measures instead the per-parameter variance of the sub-policy
 weight (alpha) and probability (p) gradient estimates of each estimator, on a
 real short search: scikit-learn's 1,797 handwritten digits (offline, upscaled
@@ -35,6 +46,7 @@ changes) is averaged over the batches, and its ratio to ``c = 0`` comes with a
 Usage::
 
     python bench/bench_search.py                      # CPU, and CUDA when available
+    python bench/bench_search.py --quick --device cpu # every method, small network, about a minute
     python bench/bench_search.py --device cuda --steps 50
     python bench/bench_search.py --variance --device cpu
     python bench/bench_search.py --nproc 2 --stream --device cpu   # data-parallel: see bench/search_scaling.py
@@ -44,9 +56,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
+import resource
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +72,8 @@ from dada_transforms.search import relax
 from dada_transforms.search.augmentation import AugmentationParameters
 from dada_transforms.search.batches import crop_and_flip
 from dada_transforms.search.bilevel import BilevelSearchStep
+from dada_transforms.search.compact import CompactAugmentation
+from dada_transforms.search.compact_step import CompactSearchStep
 from dada_transforms.search.data import split_halves
 from dada_transforms.search.device_checks import resolve_device
 from dada_transforms.search.models import build_model
@@ -79,76 +98,160 @@ def _seconds(device: torch.device, function, index: int) -> float:
     return time.perf_counter() - start
 
 
-def _interleaved(device: torch.device, first, second, steps: int, warmup: int) -> tuple[list[float], list[float]]:
-    """Per-call seconds of ``first`` and ``second``, called in turn (so a changing machine load hits both)."""
-    for index in range(warmup):
-        first(index)
-        second(index)
-    times: tuple[list[float], list[float]] = ([], [])
-    for index in range(steps):
-        times[0].append(_seconds(device, first, index))
-        times[1].append(_seconds(device, second, index))
-    return times
+METHODS = ("published per-batch", "published per-sample", "compact unrolled", "compact adversarial")
 
 
-def bench(device: torch.device, model_name: str, batch_size: int, steps: int, warmup: int, sampling: str) -> None:
+def _search_step(method: str, model_name: str, device: torch.device, generator: torch.Generator, draws: int):
+    """A fresh network and the search step of ``method`` (one of :data:`METHODS`)."""
     torch.manual_seed(0)
-    generator = torch.Generator(device=device).manual_seed(0)
-    half = SEARCHED_IMAGES // 2
+    model = build_model(model_name, 10).to(device)
+    options = {"lr": 0.1, "weight_decay": 2e-4, "cutout": 16, "mean": MEAN, "std": STD, "generator": generator}
+    family, variant = method.split()
+    if family == "published":
+        return BilevelSearchStep(model, AugmentationParameters(temperature=0.5).to(device), sampling=variant, **options)
+    return CompactSearchStep(model, CompactAugmentation().to(device), draws=draws, objective=variant, **options)
+
+
+def _data(device: torch.device, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     images = torch.randint(0, 256, (SEARCHED_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=generator, device=device)
     labels = torch.randint(0, 10, (SEARCHED_IMAGES,), generator=generator, device=device)
-    train_images, val_images, train_labels, val_labels = images[:half], images[half:], labels[:half], labels[half:]
+    half = SEARCHED_IMAGES // 2
+    return images[:half], labels[:half], images[half:], labels[half:]
+
+
+def _plain_step(model_name: str, device: torch.device, generator: torch.Generator) -> Callable:
+    """A plain training step (crop, flip, normalise, forward, backward, SGD) as ``step(images, labels)``."""
+    torch.manual_seed(0)
+    anchor = build_model(model_name, 10).to(device)
+    optimizer = torch.optim.SGD(anchor.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        inputs = (crop_and_flip(images, 4, generator).float() / 255 - mean) / std
+        loss = F.cross_entropy(anchor(inputs), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def bench(device: torch.device, model_name: str, batch_size: int, steps: int, warmup: int, draws: int) -> None:
+    """Every method's step against the plain training step, all alternating in one run; medians."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    train_images, train_labels, val_images, val_labels = _data(device, generator)
+    half = len(train_images)
     steps_per_epoch = math.ceil(half / batch_size)
 
     def batch(index: int) -> slice:
         start = (index % steps_per_epoch) * batch_size
         return slice(start, min(start + batch_size, half))
 
-    # Anchor: a plain training step of the same model.
-    anchor = build_model(model_name, 10).to(device)
-    optimizer = torch.optim.SGD(anchor.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    plain = _plain_step(model_name, device, generator)
+    calls = {"plain training step": lambda index: plain(train_images[batch(index)], train_labels[batch(index)])}
+    for method in METHODS:
+        search_step = _search_step(method, model_name, device, generator, draws)
 
-    def train_step(index: int) -> None:
-        part = batch(index)
-        inputs = (crop_and_flip(train_images[part], 4, generator).float() / 255 - mean) / std
-        loss = F.cross_entropy(anchor(inputs), train_labels[part])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        def search_step_call(index: int, search_step=search_step) -> None:
+            part = batch(index)
+            search_step.step(
+                crop_and_flip(train_images[part], 4, generator),
+                train_labels[part],
+                crop_and_flip(val_images[part], 4, generator),
+                val_labels[part],
+            )
 
-    model = build_model(model_name, 10).to(device)
-    augmentation = AugmentationParameters(temperature=0.5).to(device)
-    search_step = BilevelSearchStep(
-        model, augmentation, lr=0.1, weight_decay=2e-4, cutout=16, mean=MEAN, std=STD,
-        sampling=sampling, generator=generator,
-    )
-
-    def search_step_call(index: int) -> None:
-        part = batch(index)
-        search_step.step(
-            crop_and_flip(train_images[part], 4, generator),
-            train_labels[part],
-            crop_and_flip(val_images[part], 4, generator),
-            val_labels[part],
-        )
-
-    train_times, search_times = _interleaved(device, train_step, search_step_call, steps, warmup)
-    train_seconds, search_seconds = statistics.median(train_times), statistics.median(search_times)
-    ratios = [search / train for search, train in zip(search_times, train_times)]
-    total_steps = EPOCHS * steps_per_epoch
-    estimate = total_steps * search_seconds
+        calls[method] = search_step_call
+    times = _alternated(device, calls, steps, warmup)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {device} ({name}); model {model_name}, batch {batch_size}, sampling {sampling}; "
-          f"{steps} timed steps after {warmup} warm-up")
-    print(f"  plain training step (median):  {train_seconds * 1000:10.1f} ms  ({1 / train_seconds:8.2f} steps/s)")
-    print(f"  DADA search step (median):     {search_seconds * 1000:10.1f} ms  ({1 / search_seconds:8.2f} steps/s)")
-    print(f"  search step / training step: median {statistics.median(ratios):.2f}x "
-          f"(per pair: {', '.join(f'{ratio:.2f}' for ratio in ratios)})")
-    print(f"  estimated search ({EPOCHS} epochs x {steps_per_epoch} steps = {total_steps} steps): {estimate:.1f} s")
-    print(f"  vs the 60 s goal: {estimate / GOAL_SECONDS:.2f}x; vs the paper's 0.1 GPU-hour (360 s): "
-          f"{estimate / PAPER_SECONDS:.3f}x")
+    print(f"device: {device} ({name}); model {model_name}, batch {batch_size}, compact K = {draws} draws per image; "
+          f"{steps} timed steps each after {warmup} warm-up, all alternating")
+    plain_times = times["plain training step"]
+    total_steps = EPOCHS * steps_per_epoch
+    for method, method_times in times.items():
+        ratios = [step / anchor for step, anchor in zip(method_times, plain_times)]
+        seconds = statistics.median(method_times)
+        print(f"  {method:<22} median {seconds * 1000:9.1f} ms  = {statistics.median(ratios):5.2f}x the plain step "
+              f"(per pair {', '.join(f'{ratio:.2f}' for ratio in ratios)}); "
+              f"{EPOCHS} epochs x {steps_per_epoch} steps: {total_steps * seconds:.0f} s")
+
+
+def _alternated(device: torch.device, calls: dict[str, Callable], steps: int, warmup: int) -> dict[str, list[float]]:
+    """Per-call seconds of each function, called in turn (so a changing machine load hits all)."""
+    for index in range(warmup):
+        for function in calls.values():
+            function(index)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for index in range(steps):
+        for name, function in calls.items():
+            times[name].append(_seconds(device, function, index))
+    return times
+
+
+def _peak_bytes(device_name: str, model_name: str, batch_size: int, method: str, draws: int) -> int:
+    """The rise of the peak memory over one first step of ``method`` (or ``"plain"``), ``draws`` per image for compact."""
+    device = resolve_device(device_name)
+    generator = torch.Generator(device=device).manual_seed(0)
+    train_images, train_labels, val_images, val_labels = (tensor[:batch_size] for tensor in _data(device, generator))
+    search_step = None if method == "plain" else _search_step(method, model_name, device, generator, draws)
+    plain = _plain_step(model_name, device, generator) if method == "plain" else None
+
+    def call() -> None:
+        if search_step is not None:
+            search_step.step(train_images, train_labels, val_images, val_labels)
+        else:
+            plain(train_images, train_labels)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        call()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    return _peak_rss_rise(call)
+
+
+def _peak_rss_rise(call: Callable[[], None]) -> int:
+    """The largest resident size (``/proc/self/statm``, Linux) reached during ``call()``, minus the size before it."""
+    page = resource.getpagesize()
+
+    def resident() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * page
+
+    before, peak, done = resident(), [0], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], resident())
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        call()
+    finally:
+        done.set()
+        watcher.join()
+    return max(peak[0], resident()) - before
+
+
+def memory_report(device: torch.device, model_name: str, batch_size: int, draws_list: tuple[int, ...]) -> None:
+    """Peak memory of one compact step per K (and of the plain and published per-sample steps), each in a fresh process.
+
+    On the CPU the first step's rise includes one-time allocations (an upper bound).
+    """
+    how = "max_memory_allocated" if device.type == "cuda" else "rise of the resident size over a first step, fresh process each"
+    print(f"peak memory of one step ({how}); model {model_name}, batch {batch_size}:")
+    context = multiprocessing.get_context("spawn")
+    runs = [("plain", 0), ("published per-sample", 0)] + [("compact unrolled", draws) for draws in draws_list]
+    for method, draws in runs:
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            peak = pool.submit(_peak_bytes, str(device), model_name, batch_size, method, draws).result()
+        label = "plain training step" if method == "plain" else method + (f", K = {draws}" if draws else "")
+        print(f"  {label:<28} {peak / 2**20:9.1f} MiB")
 
 
 def _digits(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,7 +366,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="(global) batch (default 128; with --nproc 64)")
     parser.add_argument("--steps", type=int, help="timed steps (default 3 on CPU, 32 on CUDA)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 1 on CPU, 5 on CUDA)")
-    parser.add_argument("--sampling", choices=("per-batch", "per-sample"), default="per-batch")
+    parser.add_argument("--sampling", choices=("per-batch", "per-sample"), default="per-batch", help="--variance: the sampling")
+    parser.add_argument("--quick", action="store_true", help="wrn-10-1, batch 16, 2 timed steps (about a minute on a CPU)")
+    parser.add_argument("--k", type=int, default=4, help="timing: compact's draws per image (default 4)")
     parser.add_argument("--variance", action="store_true", help="measure the estimators' variances instead (see above)")
     parser.add_argument("--batches", type=int, default=8, help="--variance: batches per measuring point (default 8)")
     parser.add_argument("--draws", type=int, default=12, help="--variance: draws per batch (default 12)")
@@ -298,9 +403,12 @@ def main() -> None:
         devices.remove("cuda")
     for device in devices:
         on_cuda = device == "cuda"
-        steps = args.steps if args.steps is not None else (32 if on_cuda else 3)
+        steps = args.steps if args.steps is not None else (32 if on_cuda else 2 if args.quick else 3)
         warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
-        bench(resolve_device(device), args.model or "wrn-40-2", args.batch_size or 128, steps, warmup, args.sampling)
+        model = args.model or ("wrn-10-1" if args.quick else "wrn-40-2")
+        batch_size = args.batch_size or (16 if args.quick else 128)
+        bench(resolve_device(device), model, batch_size, steps, warmup, args.k)
+        memory_report(resolve_device(device), model, batch_size, (2, 4, 8))
 
 
 if __name__ == "__main__":

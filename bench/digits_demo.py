@@ -53,8 +53,11 @@ IMAGE_SIZE = 16
 MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own bound on its JSON header
 
 
-def write_digits(directory: Path, train_size: int) -> tuple[int, int]:
-    """Write ``directory/train/DIGIT/*.png`` (``train_size`` images, stratified, seed 0) and ``directory/test/``."""
+def write_digits(directory: Path, train_size: int, image_size: int = IMAGE_SIZE) -> tuple[int, int]:
+    """Write ``directory/train/DIGIT/*.png`` (``train_size`` images, stratified, seed 0) and ``directory/test/``.
+
+    Each 8x8 digit is upscaled (bicubic) to ``image_size`` px.
+    """
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -65,7 +68,7 @@ def write_digits(directory: Path, train_size: int) -> tuple[int, int]:
             folder = directory / part / str(digits.target[index])
             folder.mkdir(parents=True, exist_ok=True)
             pixels = (digits.images[index] * (255 / 16)).round().astype(np.uint8)  # values 0..16
-            image = Image.fromarray(pixels, mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+            image = Image.fromarray(pixels, mode="L").resize((image_size, image_size), Image.Resampling.BICUBIC)
             image.convert("RGB").save(folder / f"{index:04d}.png")
     return len(train), len(test)
 
@@ -157,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="digits-demo", help="where to write everything (default: digits-demo)")
     parser.add_argument("--train-size", type=int, default=100, help="images in the reduced training split (default 100)")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help=f"side of the written images (default {IMAGE_SIZE})")
     parser.add_argument("--search-epochs", type=int, default=100, help="epochs of each search (default 100)")
     parser.add_argument("--epochs", type=int, default=120, help="training epochs of each evaluated network (default 120)")
     parser.add_argument("--seeds", type=int, default=5, help="evaluation seeds (default 5)")
@@ -166,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-only", action="store_true", help="only write the image folders")
     args = parser.parse_args(argv)
     directory = Path(args.dir)
-    trained, held_out = write_digits(directory, args.train_size)
+    trained, held_out = write_digits(directory, args.train_size, args.image_size)
     print(f"wrote {trained} training images to {directory / 'train'} and {held_out} held-out images to {directory / 'test'}")
     if args.write_only:
         return 0
-    tiny = ["--model", "wrn-10-1", "--image-size", str(IMAGE_SIZE), "--batch-size", "32", "--device", "cpu"]
+    tiny = ["--model", "wrn-10-1", "--image-size", str(args.image_size), "--batch-size", "32", "--device", "cpu"]
     cutout = ["--cutout", str(args.cutout)]
 
     def search(sampling: str, output: Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import write_atomic
-from .policy_table import printable, text_table
+from .policy_table import compact_text_table, printable, text_table
 from .presets import HUB_PREFIX, PRESET_DIR_VARIABLE, expand_user, load_policy, preset_files, preset_infos, user_preset_dir
 
 PROGRAM = "dada-transforms"
@@ -109,7 +109,8 @@ def _add_evaluate_and_plot(commands: argparse._SubParsersAction) -> None:
         "--baselines", default="no-policy,initial,random,published,randaugment,autoaugment,trivialaugment", metavar="LIST",
         help="comma-separated baselines, '' for none: no-policy (crop, flip and Cutout only), initial (the search's "
         "start: all 105 sub-policies at p = m = 0.5), random (random p and m, new per seed), published (the closest "
-        "published DADA preset), randaugment, autoaugment, trivialaugment (torchvision's) (default: all of them)",
+        "published DADA preset), randaugment, autoaugment, trivialaugment (torchvision's) (default: all of them); "
+        "compact-initial (the --method compact search's start) only when named",
     )
     evaluate.add_argument("--device", metavar="DEVICE", help="cuda, cuda:N or cpu (default cuda when available)")
     evaluate.add_argument(
@@ -125,7 +126,8 @@ def _add_evaluate_and_plot(commands: argparse._SubParsersAction) -> None:
         help="a PNG of what a search learned, epoch by epoch, or of an evaluation's paired differences",
         description="Draw a dada-search result's per-epoch history: the final top sub-policies' weights over the "
         "epochs, the spread of the probabilities and magnitudes against their 0.5 start (and the result's noise band, "
-        "when it records one), the loss and accuracy. Given the JSON that `evaluate --json` wrote, draw each "
+        "when it records one), the loss and accuracy; for a result of --method compact, every operation's weight, the "
+        "probability and every operation's magnitude against their start and noise band. Given the JSON that `evaluate --json` wrote, draw each "
         "condition's paired difference to no-policy with its 95% interval instead.",
     )
     plot.add_argument(
@@ -133,7 +135,7 @@ def _add_evaluate_and_plot(commands: argparse._SubParsersAction) -> None:
         help="a dada-search result (a preset name, PRESET.json or PRESET.safetensors) or an `evaluate --json` file",
     )
     plot.add_argument("-o", "--output", metavar="OUT.png", default="search.png", help="where to write (default: search.png)")
-    plot.add_argument("--top", type=int, default=8, metavar="K", help="sub-policies whose weights are drawn (default 8)")
+    plot.add_argument("--top", type=int, default=8, metavar="K", help="sub-policies whose weights are drawn (default 8; a compact result draws all 15 operations)")
 
 
 def _list() -> None:
@@ -165,12 +167,17 @@ def _show(spec: str) -> None:
         print("Per image one sub-policy is chosen with the probability in 'chosen with' (its sampling weight);")
         print("each operation is applied with its probability.")
     print("+/- marks mirrored operations: the argument's sign is random.\n")
-    print(text_table(policy))
-    from .search.noise_band import outside_counts, outside_line  # a search's result says how far it moved
+    from .search.noise_band import outside_counts, outside_line, result_method  # a search's result says how far it moved
 
+    method = result_method(policy.metadata)
+    if method == "compact":
+        print("Searched by the compact method: each slot draws an operation with its weight and applies it with")
+        print("the probability p at the operation's magnitude m (mirrored operations: m is the strength, 0 = identity).")
+        print(f"{compact_text_table(policy)}\n\nThe policy file's {len(policy)} sub-policies (ordered tuples of operations):")
+    print(text_table(policy))
     counts = outside_counts(policy.metadata)
     if counts is not None:
-        print(f"\nSearched: {outside_line(counts)}")
+        print(f"\nSearched: {outside_line(counts, method)}")
 
 
 def _image_format(output: Path) -> str:

@@ -5,7 +5,9 @@ tensors of ``PRESET.safetensors`` and the loss and accuracy of ``PRESET.json``):
 the weights of the final top sub-policies over the epochs, the spread of the
 probabilities and magnitudes against their 0.5 start (with the result's noise
 band, ``metadata["noise_floor"]``, when it records one), and the loss and
-accuracy. ``evaluation_figure`` draws ``dada-transforms evaluate``'s paired
+accuracy. A result of the compact method (``--method compact``) draws its 15
+operation weights, its one probability and its 15 magnitudes per epoch instead,
+each against its start and noise band. ``evaluation_figure`` draws ``dada-transforms evaluate``'s paired
 differences to no-policy, with their 95 % intervals, around a zero line.
 """
 
@@ -52,10 +54,11 @@ class SearchHistory:
     search: dict[str, Any]  # the search settings
     loss: list[float]  # [E], mean loss of the augmented search-train batches
     accuracy: list[float]  # [E]
-    weights: torch.Tensor  # [E, 105] softmax(alpha) at the end of each epoch
-    probabilities: torch.Tensor  # [E, 105, 2]
-    magnitudes: torch.Tensor  # [E, 105, 2]
+    weights: torch.Tensor  # [E, 105] softmax(alpha) at the end of each epoch (compact: [E, 15] operation weights)
+    probabilities: torch.Tensor  # [E, 105, 2] (compact: [E, 1], its one probability)
+    magnitudes: torch.Tensor  # [E, 105, 2] (compact: [E, 15], one per operation)
     noise_floor: dict[str, Any] | None = None  # metadata["noise_floor"]: weight, probability, magnitude half-widths, ...
+    method: str = "published"  # the search method (metadata search.method), "published" or "compact"
 
 
 def _result_files(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -106,7 +109,8 @@ def load_search_history(spec: str | os.PathLike[str]) -> SearchHistory:
     loss = [_finite_entry(entry, "loss", index, policy_file) for index, entry in enumerate(history)]
     accuracy = [_finite_entry(entry, "accuracy", index, policy_file) for index, entry in enumerate(history)]
     epochs = len(history)
-    shapes = {"sub_policy_weights": (epochs, _SUB_POLICIES), "probabilities": (epochs, _SUB_POLICIES, 2), "magnitudes": (epochs, _SUB_POLICIES, 2)}
+    method = _search_method(policy.metadata, policy_file)
+    shapes = {key: (epochs, *shape) for key, shape in _history_shapes(method).items()}
     tensors = {}
     try:
         with safe_open(str(tensor_file), "pt") as handle:
@@ -126,11 +130,37 @@ def load_search_history(spec: str | os.PathLike[str]) -> SearchHistory:
     except (SafetensorError, OSError) as error:
         raise ValueError(f"cannot read {str(tensor_file)!r} as safetensors: {error}") from None
     search = policy.metadata.get("search") if isinstance(policy.metadata.get("search"), dict) else {}
+    weights, probabilities, magnitudes = (tensors[key] for key in shapes)
     return SearchHistory(
-        policy.name or policy_file.stem, search, loss, accuracy,
-        tensors["sub_policy_weights"], tensors["probabilities"], tensors["magnitudes"],
-        _noise_floor(policy.metadata.get("noise_floor"), policy_file),
+        policy.name or policy_file.stem, search, loss, accuracy, weights, probabilities, magnitudes,
+        _noise_floor(policy.metadata.get("noise_floor"), policy_file), method,
     )
+
+
+def _search_method(metadata: dict[str, Any], policy_file: Path) -> str:
+    """The result's search method (metadata ``search.method``; absent: the published one)."""
+    from .search.noise_band import result_method
+
+    method = result_method(metadata)
+    if method is None:
+        search = metadata.get("search")
+        named = search.get("method") if isinstance(search, dict) else None
+        raise ValueError(
+            f"{str(policy_file)!r} was searched by the method {printable(repr(named))[:80]}, which this version "
+            f"cannot plot (it plots published and compact results)"
+        )
+    return method
+
+
+def _history_shapes(method: str) -> dict[str, tuple[int, ...]]:
+    """The keys and per-epoch shapes of ``method``'s ``history.*`` tensors, weights, probabilities, magnitudes in order."""
+    if method == "compact":
+        from .search.compact_step import CompactMethod
+
+        return CompactMethod.history_shapes
+    from .search.export import HISTORY_SHAPES
+
+    return HISTORY_SHAPES
 
 
 def _is_number(value: Any) -> bool:
@@ -162,7 +192,13 @@ def _noise_floor(record: Any, policy_file: Path) -> dict[str, Any] | None:
 
 
 def search_figure(history: SearchHistory, top: int = 8) -> Figure:
-    """Four panels: the final top-``top`` sub-policies' weights, the spread of p and of m, loss and accuracy."""
+    """Four panels: the final top-``top`` sub-policies' weights, the spread of p and of m, loss and accuracy.
+
+    A compact result: every operation's weight, the probability, every operation's magnitude,
+    loss and accuracy (``top`` does not apply).
+    """
+    if history.method == "compact":
+        return _compact_figure(history)
     from matplotlib.figure import Figure
 
     from .search.space import SUB_POLICIES
@@ -196,23 +232,71 @@ def search_figure(history: SearchHistory, top: int = 8) -> Figure:
         _spread(axes, epochs, values.flatten(1), what, None if band is None else band[key])
         if band is not None:
             _noise_band(axes, 0.5, band[key])
+    _loss_and_accuracy(loss_axes, epochs, history)
+    _finish(figure, (weights_axes, loss_axes, p_axes, m_axes), history, f"sampling {history.search.get('sampling', '?')}")
+    return figure
+
+
+def _compact_figure(history: SearchHistory) -> Figure:
+    """A compact result's four panels: the 15 operation weights, the probability, the 15 magnitudes, loss and accuracy."""
+    from matplotlib.figure import Figure
+
+    from .ops import OPERATION_NAMES
+    from .search.noise_band import COMPACT_BAND_START
+
+    epochs = list(range(1, len(history.loss) + 1))
+    figure = Figure(figsize=(11, 8), layout="constrained")
+    weights_axes, loss_axes, p_axes, m_axes = figure.subplots(2, 2).flatten()
+    band = history.noise_floor
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20"].colors  # one colour per operation, the same in the weights and magnitudes panels
+    for axes, values, key, what in (
+        (weights_axes, history.weights, "weight", "operation weights softmax(logits)"),
+        (p_axes, history.probabilities, "probability", "probability p (every slot)"),
+        (m_axes, history.magnitudes, "magnitude", "operation magnitudes m (mirrored: strength)"),
+    ):
+        start = COMPACT_BAND_START[key]
+        for index in range(values.shape[1]):
+            label, colour = ("p", "tab:blue") if values.shape[1] == 1 else (OPERATION_NAMES[index], colours[index])
+            axes.plot(epochs, values[:, index].tolist(), marker=".", color=colour, label=label, linewidth=1)
+        axes.axhline(start, color="k", linestyle="--", linewidth=1, label=f"start ({start:.3g})")
+        outside = ""
+        if band is not None:
+            _noise_band(axes, start, band[key])
+            moved = int(((values[-1] - start).abs() > band[key]).sum())
+            outside = f"\n({moved} of {values.shape[1]} outside the noise band)"
+        axes.set(title=f"{what}{outside}", xlabel="epoch")
+        axes.legend(fontsize=6, loc="best", ncol=3 if values.shape[1] > 1 else 1)
+    _loss_and_accuracy(loss_axes, epochs, history)
+    search = history.search
+    _finish(figure, (weights_axes, loss_axes, p_axes, m_axes), history,
+            f"compact: {search.get('operations', '?')} operations per image, {search.get('draws', '?')} draws")
+    return figure
+
+
+def _loss_and_accuracy(loss_axes: Any, epochs: list[int], history: SearchHistory) -> None:
+    """The loss and (on a second axis) the accuracy of the augmented search-train batches per epoch."""
     loss_axes.plot(epochs, history.loss, marker=".", color="tab:red", label="loss")
     loss_axes.set(title="augmented search-train batches", xlabel="epoch", ylabel="loss")
     accuracy_axes = loss_axes.twinx()
     accuracy_axes.plot(epochs, history.accuracy, marker=".", color="tab:blue", label="accuracy")
     accuracy_axes.set_ylabel("accuracy")
     loss_axes.legend(handles=loss_axes.lines + accuracy_axes.lines, fontsize=8, loc="center right")
+
+
+def _finish(figure: Figure, panels: tuple[Any, ...], history: SearchHistory, how: str) -> None:
+    """Whole epochs on every x axis, and the title: the search's name, data, model, epochs, ``how`` and noise band."""
     from matplotlib.ticker import MaxNLocator
 
-    for axes in (weights_axes, loss_axes, p_axes, m_axes):
+    for axes in panels:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     search = history.search
     figure.suptitle(
         f"{printable(history.name)}: dada-search on {search.get('dataset', '?')}, {search.get('model', '?')}, "
-        f"{len(epochs)} epochs, sampling {search.get('sampling', '?')}"
+        f"{len(history.loss)} epochs, {how}"
         + ("" if history.noise_floor is None else f"\nnoise band (green): {_noise_band_source(history.noise_floor)}")
     )
-    return figure
 
 
 def _noise_band(axes: Any, start: float, half_width: float) -> None:

@@ -108,3 +108,64 @@ def markdown_table(policy: Policy) -> str:
     alignment = ["---:" if name in _NUMERIC_COLUMNS else "---" for name in header]
     lines = [header, alignment] + [_cells(row) for row in rows]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+@dataclass(frozen=True)
+class CompactRow:
+    """One operation of a compact search's result (``dada-search --method compact``)."""
+
+    operation: str  # its name
+    weight: float | None  # softmax(logits): how often a slot draws it; None when the file does not say
+    magnitude: float | None  # the searched magnitude m in [0, 1] (mirrored: the strength); None when no slot holds it
+    argument: str  # the real argument at that magnitude, "" when unknown
+
+
+def compact_rows(policy: Policy) -> tuple[float, list[CompactRow]]:
+    """A compact result's one probability and its operations, heaviest first (unknown weights last).
+
+    A compact result exports ordered N-tuples, each slot ``(op, p, m_op)`` and each tuple's
+    weight ``prod w_op`` (metadata ``sub_policy_weights``): ``w_op`` is the N-th root of the
+    weight of the tuple that repeats ``op``, when the file holds it (all tuples, the default).
+    """
+    weights = sub_policy_weights(policy)
+    magnitudes: dict[str, float] = {}
+    operation_weights: dict[str, float] = {}
+    for index, sub_policy in enumerate(policy):
+        for operation in sub_policy:
+            mirrored = OPERATIONS[operation.op].mirror  # the file holds 0.5 + m / 2 for a mirrored operation
+            magnitudes.setdefault(operation.op, 2 * operation.magnitude - 1 if mirrored else operation.magnitude)
+        names = {operation.op for operation in sub_policy}
+        if weights is not None and len(names) == 1:
+            operation_weights[sub_policy[0].op] = weights[index] ** (1 / len(sub_policy))
+    rows = [
+        CompactRow(
+            name, operation_weights.get(name), magnitudes.get(name),
+            _describe(name, magnitudes[name]) if name in magnitudes else "",
+        )
+        for name in OPERATIONS
+    ]
+    rows.sort(key=lambda row: -1.0 if row.weight is None else -row.weight)  # stable: unknown ones in library order
+    return policy[0][0].probability, rows
+
+
+def _describe(name: str, magnitude: float) -> str:
+    """``OPERATIONS[name].describe`` of the searched magnitude ``m`` (as the policy file stores it)."""
+    return OPERATIONS[name].describe(0.5 + magnitude / 2 if OPERATIONS[name].mirror else magnitude)
+
+
+def compact_text_table(policy: Policy) -> str:
+    """A compact result as one line per operation: its weight, its magnitude m and the argument at m."""
+    probability, rows = compact_rows(policy)
+    header = ["operation", "weight", "magnitude m", "argument"]
+    body = [
+        [row.operation, "-" if row.weight is None else f"{row.weight:.4f}",
+         "-" if row.magnitude is None else f"{row.magnitude:.2f}", row.argument]
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
+    numeric = (False, True, True, False)
+    lines = [
+        "  ".join(cell.rjust(width) if right else cell.ljust(width) for cell, width, right in zip(line, widths, numeric)).rstrip()
+        for line in [header, *body]
+    ]
+    return f"probability p (every slot): {probability:.2f}\n" + "\n".join(lines)

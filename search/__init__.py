@@ -1,4 +1,4 @@
-"""The DADA policy search: search space, learnable augmentation, RELAX and the bilevel step.
+"""The DADA policy search: search space, learnable augmentation, RELAX, the bilevel step and the search methods.
 
 The names below are imported on first use, so that ``dada-search`` can check its
 arguments before the heavy modules (torch, torchvision, timm) load.
@@ -15,6 +15,9 @@ _MODULE_OF = {
     "SearchInputError": "settings",
     "SearchSettings": "settings",
     "resolve_settings": "settings",
+    "SearchMethod": "methods",
+    "MethodRun": "methods",
+    "method_for": "methods",
     "SearchResult": "loop",
     "search": "loop",
 }

@@ -7,33 +7,12 @@ from typing import Any
 
 import torch
 
-from dada_transforms.batch import apply_operations
-from dada_transforms.fill import CUTOUT_FILL
-from dada_transforms.functional_tensor import TensorOptions
-from dada_transforms.ops import OPERATION_NAMES, OPERATIONS
 from dada_transforms.policy import Policy
 
 from .distributed import SINGLE, Processes
+from .drawn_operations import MAGNITUDE_GRADIENTS, AugmentedBatch, augmented_batch  # noqa: F401 (MAGNITUDE_GRADIENTS: re-exported)
 from .relax import ControlVariate, DiscreteDraw, draw
-from .space import (
-    OPERATION_LOWS,
-    OPERATION_MIRRORED,
-    OPERATION_SPANS,
-    OPERATIONS_IN_SLOT,
-    SUB_POLICIES,
-    SUB_POLICY_OPERATIONS,
-)
-
-MAGNITUDE_GRADIENTS = ("straight-through", "autodiff")
-
-DIFFERENTIABLE_OPERATIONS: tuple[int, ...] = tuple(
-    OPERATION_NAMES.index(name)
-    for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Contrast", "Color", "Brightness", "Sharpness")
-)
-"""Operations whose output is differentiable in the magnitude (bilinear affine maps and blends)."""
-
-_SEARCH_OPTIONS = TensorOptions(None, CUTOUT_FILL, "nearest", torch.zeros(0, 2))
-_SURROGATE_OPTIONS = _SEARCH_OPTIONS._replace(interpolation="bilinear")
+from .space import OPERATIONS_IN_SLOT, SUB_POLICIES, SUB_POLICY_OPERATIONS
 
 
 @dataclass(frozen=True)
@@ -48,14 +27,6 @@ class AugmentationDraw:
         """``[N]`` sub-policy indices and ``[N, 2]`` application flags, broadcast from D = 1 if needed."""
         count = self.signs.shape[0]
         return self.discrete.sub_policy.expand(count), self.discrete.applied().expand(count, 2)
-
-
-@dataclass(frozen=True)
-class AugmentedBatch:
-    """Augmented images in [0, 1] and the straight-through magnitude term to add to the model input."""
-
-    images: torch.Tensor  # [N, C, H, W] float; exact values, with a graph to the magnitudes if autodiff
-    straight_through: torch.Tensor  # [N], value 0, gradient 1 for each applied straight-through magnitude
 
 
 class AugmentationParameters(torch.nn.Module):
@@ -77,10 +48,6 @@ class AugmentationParameters(torch.nn.Module):
         self.control_variate = ControlVariate(3 * count)
         # constant tables, as buffers so that they follow the module to its device (no per-step copies)
         self.register_buffer("operation_table", SUB_POLICY_OPERATIONS.clone(), persistent=False)
-        self.register_buffer("operation_lows", OPERATION_LOWS.clone(), persistent=False)
-        self.register_buffer("operation_spans", OPERATION_SPANS.clone(), persistent=False)
-        self.register_buffer("operation_mirrored", OPERATION_MIRRORED.clone(), persistent=False)
-        self.register_buffer("differentiable_operations", torch.tensor(DIFFERENTIABLE_OPERATIONS), persistent=False)
 
     def architecture_parameters(self) -> list[torch.nn.Parameter]:
         return [self.alpha, self.probabilities, self.magnitudes]
@@ -131,31 +98,11 @@ class AugmentationParameters(torch.nn.Module):
         recomputed in float with bilinear resampling to differentiate the output
         in m; the other operations fall back to straight-through).
         """
-        if magnitude_grad not in MAGNITUDE_GRADIENTS:
-            raise ValueError(f"magnitude_grad must be one of {MAGNITUDE_GRADIENTS}, got {magnitude_grad!r}")
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         sub_policy, applied = sample.per_image()
-        operations = self.operation_table[sub_policy]
-        magnitudes = self.magnitudes[sub_policy]
-        arguments = self._arguments(operations, magnitudes, sample.signs)
-        exact = apply_operations(
-            images, operations, applied, arguments.detach(), sample.operation_centers,
-            _SEARCH_OPTIONS, OPERATIONS_IN_SLOT,
-        ).float().div_(255)
-        straight = applied.clone()
-        if magnitude_grad == "autodiff":
-            differentiable = torch.isin(operations, self.differentiable_operations)
-            straight &= ~differentiable
-            surrogate = _differentiable_surrogate(images.float().div_(255), operations, applied, arguments)
-            exact = exact + (surrogate - surrogate.detach())
-        straight_through = ((magnitudes - magnitudes.detach()) * straight).sum(1)
-        return AugmentedBatch(exact, straight_through)
-
-    def _arguments(self, operations: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
-        """Signed real arguments ``low + m * (high - low)``, mirrored ops times their drawn sign."""
-        arguments = self.operation_lows[operations] + magnitudes * self.operation_spans[operations]
-        return torch.where(self.operation_mirrored[operations], arguments * signs.to(arguments.dtype), arguments)
+        return augmented_batch(
+            images, self.operation_table[sub_policy], applied, self.magnitudes[sub_policy], sample.signs,
+            sample.operation_centers, magnitude_grad, OPERATIONS_IN_SLOT,
+        )
 
     # -- export and persistence -------------------------------------------------
 
@@ -211,25 +158,3 @@ class AugmentationParameters(torch.nn.Module):
             for name, value in tensors.items():
                 targets[name].copy_(value)
 
-
-def _differentiable_surrogate(
-    images: torch.Tensor, operations: torch.Tensor, applied: torch.Tensor, arguments: torch.Tensor
-) -> torch.Tensor:
-    """The policy recomputed in float, differentiably in the arguments of the differentiable operations.
-
-    Every differentiable kind is evaluated on the whole batch and selected with
-    ``torch.where`` (no host synchronisation); the other operations act as the
-    identity here (their magnitudes go straight through).
-    """
-    current = images
-    options = _SURROGATE_OPTIONS._replace(cutout_centers=torch.zeros(images.shape[0], 2, device=images.device))
-    for slot in range(operations.shape[1]):
-        updated = current
-        for index in DIFFERENTIABLE_OPERATIONS:
-            if index not in OPERATIONS_IN_SLOT[slot]:
-                continue
-            selected = (applied[:, slot] & (operations[:, slot] == index)).view(-1, 1, 1, 1)
-            output = OPERATIONS[OPERATION_NAMES[index]].tensor(current, arguments[:, slot], options)
-            updated = torch.where(selected, output, updated)
-        current = updated
-    return current

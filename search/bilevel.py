@@ -10,6 +10,7 @@ The unrolled (DARTS-style) update, with ``xi`` the current learning rate:
    in m comes by autograd (straight-through or autodiff augmentation), its gradient in
    (alpha, p) by a score-function estimator with ``F`` as the black-box objective
    (``estimator``: a baseline, RELAX's trained control variate, or none; see :mod:`.relax`);
+   steps 1-4 are :func:`.objectives.unrolled_values`, shared with the compact method;
 5. Adam on (alpha, p, m) (and on phi, minimising the mean squared RELAX estimate, with ``"relax"``);
 6. SGD on w with the augmented batch (gradient clipped).
 
@@ -29,8 +30,6 @@ evaluations, so only the real forward pass at ``w`` (step 6) updates the model's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from .augmentation import MAGNITUDE_GRADIENTS, AugmentationDraw, AugmentationParameters, AugmentedBatch
+from .augmentation import AugmentationDraw, AugmentationParameters
 from .batches import color_jitter, draw_color_jitter, draw_lighting, lighting
 from .device_checks import indexed_device
 from .distributed import SINGLE, Processes, average_, gather
+from .drawn_operations import MAGNITUDE_GRADIENTS, AugmentedBatch
+from .objectives import trainable, unrolled_values
 from .relax import (
     GradientEstimate,
     RunningBaseline,
@@ -49,10 +50,9 @@ from .relax import (
     relax_gradients,
     score_function_gradients,
 )
-from .settings import ESTIMATORS
+from .settings import ESTIMATORS, SearchSettings
 
 SAMPLINGS = ("per-batch", "per-sample")
-_FINITE_DIFFERENCE_RADIUS = 0.01
 
 
 @dataclass
@@ -74,59 +74,177 @@ def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
     return float(value)
 
 
-def _float32_precision_settings() -> list[tuple[Any, str, Any]]:
-    """``(owner, attribute, full-precision value)`` for every float32 convolution and matmul precision setting.
-
-    torch >= 2.9 has per-backend, per-operator settings (``fp32_precision``); only
-    those are read, since reading the legacy ``allow_tf32`` flags raises once a
-    caller has mixed the two APIs. oneDNN (CPU) is included: ``medium`` matmul
-    precision makes its float32 matmuls bfloat16.
-    """
-    backends = torch.backends
-    if hasattr(backends.cudnn, "conv"):
-        owners = [backends.cuda.matmul, backends.cudnn.conv]
-        if hasattr(getattr(backends, "mkldnn", None), "matmul"):
-            owners += [backends.mkldnn.matmul, backends.mkldnn.conv]
-        return [(owner, "fp32_precision", "ieee") for owner in owners]
-    return [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
-
-
-@contextmanager
-def _ieee_float32() -> Iterator[None]:
-    """Full float32 convolutions and matmuls (no TF32, no bfloat16) for the finite difference.
-
-    The perturbation ``eps * v`` moves each weight by far less than TF32's
-    resolution (10 mantissa bits), so with TF32 the losses at ``w+`` and ``w-``
-    would differ mostly by rounding. The caller's settings are restored on exit.
-    """
-    settings = _float32_precision_settings()
-    saved = [getattr(owner, name) for owner, name, _ in settings]
-    legacy_matmul = None if hasattr(torch.backends.cudnn, "conv") else torch.get_float32_matmul_precision()
-    try:
-        for owner, name, value in settings:
-            setattr(owner, name, value)
-        if legacy_matmul is not None:
-            torch.set_float32_matmul_precision("highest")
-        yield
-    finally:
-        for (owner, name, _), value in zip(settings, saved):
-            setattr(owner, name, value)
-        if legacy_matmul is not None:
-            torch.set_float32_matmul_precision(legacy_matmul)
+def training_options(
+    settings: SearchSettings, *, mean: tuple[float, ...], std: tuple[float, ...], generator: torch.Generator, processes: Processes
+) -> dict[str, Any]:
+    """The keyword arguments of every method's step that come from the settings and the data: the network's SGD,
+    Cutout, normalisation, lighting (after the policy; ColorJitter comes before it, in the loop), the draws' generator."""
+    return {
+        "lr": settings.lr,
+        "momentum": settings.momentum,
+        "weight_decay": settings.weight_decay,
+        "arch_lr": settings.arch_lr,
+        "grad_clip": settings.grad_clip,
+        "cutout": settings.cutout,
+        "mean": mean,
+        "std": std,
+        "lighting": settings.lighting,
+        "generator": generator,
+        "processes": processes,
+    }
 
 
-class BilevelSearchStep:
-    """Runs DADA search steps on a model (see the module docstring for the algorithm).
+class AugmentedTrainingStep:
+    """The network's side of a search step, shared by every method: inputs, SGD on w, Adam on the searched parameters.
 
     Args:
         model: the classifier whose weights w are trained; it is put in train mode.
-        augmentation: the searched parameters (on the model's device).
+        searched: the parameters that Adam updates (the method's; on the model's device).
         lr, momentum, weight_decay: SGD on w; ``lr`` is read back from
             ``weight_optimizer.param_groups[0]["lr"]`` at every step (set it with a scheduler).
-        arch_lr, arch_betas: Adam on (alpha, p, m, phi), without weight decay.
+        arch_lr, arch_betas: Adam on ``searched``, without weight decay.
         grad_clip: max gradient norm of the SGD step on w.
         cutout: side in pixels of the Cutout applied after the policy (0 = off).
         mean, std: normalisation applied after augmentation.
+        color_jitter: ColorJitter(b, c, s) strength applied after the policy (0 = off).
+            That is the order of the authors' *training* pipeline; their ImageNet
+            search jitters before the policy, which ``dada-search`` does outside
+            the step (:func:`.batches.color_jittered`) and leaves this at 0.
+        lighting: standard deviation of AlexNet-style PCA lighting noise after
+            the policy (0 = off; the published ImageNet search: 0.1).
+        generator: RNG for the augmentation draws (on the model's device); under
+            data parallelism, seeded alike on every process.
+        processes: the processes sharing each batch (:data:`SINGLE` outside
+            torchrun; else the default process group must be initialised); w then
+            trains through ``DistributedDataParallel``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        searched: list[torch.nn.Parameter],
+        *,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float,
+        arch_lr: float = 0.005,
+        arch_betas: tuple[float, float] = (0.5, 0.999),
+        grad_clip: float = 5.0,
+        cutout: int = 16,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        color_jitter: float = 0.0,
+        lighting: float = 0.0,
+        generator: torch.Generator | None = None,
+        processes: Processes = SINGLE,
+    ) -> None:
+        if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
+            raise ValueError(f"cutout must be an integer >= 0, got {cutout!r}")
+        if len(mean) != len(std) or not mean:
+            raise ValueError(f"mean and std need one value per channel, got {mean!r} and {std!r}")
+        for value in std:
+            _positive(value, "every std")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
+        self.model = model
+        self.grad_clip = _positive(grad_clip, "grad_clip")
+        self.cutout = cutout
+        self.color_jitter = _positive(color_jitter, "color_jitter", allow_zero=True)
+        self.lighting = _positive(lighting, "lighting", allow_zero=True)
+        self.generator = generator
+        self.processes = processes
+        self._trained_model = model
+        if processes.distributed:
+            on_cuda = next(model.parameters()).device.type == "cuda"
+            self._trained_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[torch.cuda.current_device()] if on_cuda else None
+            )
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.weight_optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=_positive(lr, "lr"),
+            momentum=_positive(momentum, "momentum", allow_zero=True),
+            weight_decay=_positive(weight_decay, "weight_decay", allow_zero=True),
+        )
+        self.arch_optimizer = torch.optim.Adam(
+            searched, lr=_positive(arch_lr, "arch_lr"), betas=tuple(arch_betas), weight_decay=0.0
+        )
+
+    def _check_inputs(self, train_images, train_labels, val_images, val_labels) -> None:
+        """Check the batches and the generator's device; put the model in train mode."""
+        self._check_batch(train_images, train_labels, "train")
+        self._check_batch(val_images, val_labels, "val")
+        if self.generator is not None and indexed_device(self.generator.device) != indexed_device(train_images.device):
+            raise ValueError(f"generator is on {self.generator.device}, the images on {train_images.device}")
+        self.model.train()
+
+    def _trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return trainable(self.model)
+
+    def _weight_step(self) -> None:
+        """Clip w's gradient and take the SGD step."""
+        torch.nn.utils.clip_grad_norm_([parameter for _, parameter in self._trainable()], self.grad_clip)
+        self.weight_optimizer.step()
+        self.weight_optimizer.zero_grad(set_to_none=True)
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def _model_inputs(self, batch: AugmentedBatch) -> torch.Tensor:
+        """ColorJitter and lighting if asked, normalise, Cutout (zero after normalisation, as DARTS/DADA do), straight-through."""
+        images = batch.images
+        processes, total = self.processes, images.shape[0] * self.processes.world_size
+        if self.color_jitter:
+            factors, order = draw_color_jitter(total, self.color_jitter, self.generator, images.device)
+            images = color_jitter(images, processes.shard(factors), processes.shard(order))
+        if self.lighting:
+            images = lighting(images, processes.shard(draw_lighting(total, self.lighting, self.generator, images.device)))
+        inputs = self._normalized_float(images)
+        if self.cutout:
+            inputs = inputs * self._cutout_mask(inputs)
+        return inputs + batch.straight_through.to(inputs.dtype).view(-1, 1, 1, 1)
+
+    def _normalized(self, images: torch.Tensor) -> torch.Tensor:
+        return self._normalized_float(images.float().div_(255))
+
+    def _normalized_float(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] != self._mean.shape[1]:
+            raise ValueError(f"mean/std have {self._mean.shape[1]} channels, the images {images.shape[1]}")
+        if self._mean.device != images.device:
+            self._mean, self._std = self._mean.to(images.device), self._std.to(images.device)
+        mean, std = self._mean, self._std
+        return ((images - mean) / std).to(self._dtype())
+
+    def _cutout_mask(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, 1, H, W]``: 0 inside a ``cutout`` square at a uniform pixel centre, clipped at the border."""
+        count, _, height, width = images.shape
+        total = count * self.processes.world_size  # drawn for the whole batch, this process's part kept
+        centres = self.processes.shard(torch.rand(total, 2, 1, generator=self.generator, device=images.device))
+        centre_y = (centres[:, 0] * height).floor()
+        centre_x = (centres[:, 1] * width).floor()
+        half = self.cutout // 2
+        ys = torch.arange(height, device=images.device).view(1, height, 1)
+        xs = torch.arange(width, device=images.device).view(1, 1, width)
+        inside_y = (ys >= (centre_y - half).view(-1, 1, 1)) & (ys < (centre_y + half).view(-1, 1, 1))
+        inside_x = (xs >= (centre_x - half).view(-1, 1, 1)) & (xs < (centre_x + half).view(-1, 1, 1))
+        return (~(inside_y & inside_x)).unsqueeze(1).to(images.dtype)
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @staticmethod
+    def _check_batch(images: torch.Tensor, labels: torch.Tensor, what: str) -> None:
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"{what}_images must be a uint8 tensor [N, C, H, W], got {getattr(images, 'dtype', images)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{what}_labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+
+
+class BilevelSearchStep(AugmentedTrainingStep):
+    """Runs DADA search steps on a model (see the module docstring for the algorithm).
+
+    Args (besides :class:`AugmentedTrainingStep`'s; Adam updates (alpha, p, m, phi)):
+        augmentation: the searched parameters (on the model's device).
         sampling: ``"per-batch"`` (the paper: one draw per step) or ``"per-sample"``
             (one draw per image; the RELAX estimate is averaged over the batch).
         magnitude_grad: ``"straight-through"`` (the paper) or ``"autodiff"``.
@@ -135,18 +253,8 @@ class BilevelSearchStep:
         estimator: the (alpha, p) gradient estimator: ``"baseline"`` (default),
             ``"relax"`` (the trained control variate) or ``"score-function"``
             (c = 0, the authors' effective estimator); see :mod:`.relax`.
-        color_jitter: ColorJitter(b, c, s) strength applied after the policy (0 = off).
-            That is the order of the authors' *training* pipeline; their ImageNet
-            search jitters before the policy, which ``dada-search`` does outside
-            the step (:func:`.batches.color_jittered`) and leaves this at 0.
-        lighting: standard deviation of AlexNet-style PCA lighting noise after
-            the policy (0 = off; the published ImageNet search: 0.1).
         unrolled: False skips the hypergradient (first-order): the augmentation
             parameters then get no gradient at all and stay where they are.
-        generator: RNG for the augmentation draws (on the model's device); under
-            data parallelism, seeded alike on every process.
-        processes: the processes sharing each batch (:data:`SINGLE` outside
-            torchrun; else the default process group must be initialised).
     """
 
     def __init__(
@@ -179,48 +287,19 @@ class BilevelSearchStep:
             raise ValueError(f"magnitude_grad must be one of {MAGNITUDE_GRADIENTS}, got {magnitude_grad!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
-            raise ValueError(f"cutout must be an integer >= 0, got {cutout!r}")
-        if len(mean) != len(std) or not mean:
-            raise ValueError(f"mean and std need one value per channel, got {mean!r} and {std!r}")
-        for value in std:
-            _positive(value, "every std")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
-        self.model = model
+        super().__init__(
+            model, augmentation.architecture_parameters() + augmentation.control_variate_parameters(), lr=lr,
+            momentum=momentum, weight_decay=weight_decay, arch_lr=arch_lr, arch_betas=arch_betas, grad_clip=grad_clip,
+            cutout=cutout, mean=mean, std=std, color_jitter=color_jitter, lighting=lighting, generator=generator,
+            processes=processes,
+        )
         self.augmentation = augmentation
-        self.grad_clip = _positive(grad_clip, "grad_clip")
-        self.cutout = cutout
         self.sampling = sampling
         self.magnitude_grad = magnitude_grad
         self.hypergradient_xi = bool(hypergradient_xi)
         self.estimator = estimator
-        self.color_jitter = _positive(color_jitter, "color_jitter", allow_zero=True)
-        self.lighting = _positive(lighting, "lighting", allow_zero=True)
         self.unrolled = bool(unrolled)
-        self.generator = generator
-        self.processes = processes
         self.running_baseline = RunningBaseline()  # the default estimator's baseline
-        self._trained_model = model
-        if processes.distributed:
-            on_cuda = next(model.parameters()).device.type == "cuda"
-            self._trained_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[torch.cuda.current_device()] if on_cuda else None
-            )
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.weight_optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=_positive(lr, "lr"),
-            momentum=_positive(momentum, "momentum", allow_zero=True),
-            weight_decay=_positive(weight_decay, "weight_decay", allow_zero=True),
-        )
-        self.arch_optimizer = torch.optim.Adam(
-            augmentation.architecture_parameters() + augmentation.control_variate_parameters(),
-            lr=_positive(arch_lr, "arch_lr"),
-            betas=tuple(arch_betas),
-            weight_decay=0.0,
-        )
 
     # -- the step -----------------------------------------------------------------
 
@@ -243,9 +322,7 @@ class BilevelSearchStep:
             gradients = self._hypergradients(inputs, train_labels, val_images, val_labels, weight_gradients, sample)
             self._architecture_step(gradients)
         values = gradients["values"] if self.unrolled else None
-        torch.nn.utils.clip_grad_norm_([parameter for _, parameter in trainable], self.grad_clip)
-        self.weight_optimizer.step()
-        self.weight_optimizer.zero_grad(set_to_none=True)
+        self._weight_step()
         accuracy = (logits.detach().argmax(1) == train_labels).float().mean()
         return StepStats(loss.detach(), accuracy, values)
 
@@ -278,50 +355,18 @@ class BilevelSearchStep:
 
     def _prepare(self, train_images, train_labels, val_images, val_labels, sample=None):
         """Check the batches, draw (unless given) and build the augmented model input."""
-        self._check_batch(train_images, train_labels, "train")
-        self._check_batch(val_images, val_labels, "val")
-        if self.generator is not None and indexed_device(self.generator.device) != indexed_device(train_images.device):
-            raise ValueError(f"generator is on {self.generator.device}, the images on {train_images.device}")
-        self.model.train()
+        self._check_inputs(train_images, train_labels, val_images, val_labels)
         if sample is None:
             sample = self.augmentation.sample(
                 train_images.shape[0], self.sampling == "per-sample", self.generator, self.processes
             )
         return sample, self._model_inputs(self.augmentation.augment(train_images, sample, self.magnitude_grad))
 
-    def _trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
-        return [(name, parameter) for name, parameter in self.model.named_parameters() if parameter.requires_grad]
-
     def _hypergradients(self, inputs, train_labels, val_images, val_labels, weight_gradients, sample):
-        trainable = self._trainable()
-        names = [name for name, _ in trainable]
-        weights = [parameter.detach() for _, parameter in trainable]
-        group = self.weight_optimizer.param_groups[0]
-        xi = group["lr"]
-        buffers = {name: buffer.clone() for name, buffer in self.model.named_buffers()}
-
-        unrolled = self._unrolled_weights(trainable, weight_gradients, xi, group["momentum"], group["weight_decay"])
-        val_logits = functional_call(self.model, {**dict(zip(names, unrolled)), **buffers}, self._normalized(val_images))
-        direction = torch.autograd.grad(F.cross_entropy(val_logits, val_labels), unrolled)
-        average_(self.processes, list(direction))
-        epsilon = _FINITE_DIFFERENCE_RADIUS / torch.linalg.vector_norm(
-            torch.stack(torch._foreach_norm(direction))
-        ).clamp_min(1e-12)
-
-        def losses(sign: float) -> torch.Tensor:
-            shifted = torch._foreach_add(weights, torch._foreach_mul(direction, epsilon * sign))
-            logits = functional_call(self.model, {**dict(zip(names, shifted)), **buffers}, inputs)
-            return F.cross_entropy(logits, train_labels, reduction="none")
-
-        scale = -(xi if self.hypergradient_xi else 1.0) / (2 * epsilon)
-        devices = [inputs.device] if inputs.device.type == "cuda" else []
-        augmentation = self.augmentation
-        with _ieee_float32():
-            with torch.random.fork_rng(devices=devices):  # w+ and w- see the same dropout masks
-                plus = losses(1.0)
-            differences = (plus - losses(-1.0)) * scale
-            (magnitudes,) = torch.autograd.grad(differences.mean(), augmentation.magnitudes)
-        values = differences.detach()
+        values, (magnitudes,) = unrolled_values(
+            self.model, self.weight_optimizer, inputs, train_labels, self._normalized(val_images), val_labels,
+            weight_gradients, [self.augmentation.magnitudes], scale_by_lr=self.hypergradient_xi, processes=self.processes,
+        )
         if self.sampling == "per-batch":
             values = values.mean().view(1)
         estimate = self._estimate(values, sample)
@@ -391,73 +436,6 @@ class BilevelSearchStep:
         self.arch_optimizer.step()
         self.arch_optimizer.zero_grad(set_to_none=True)
         augmentation.clamp_()
-
-    def _unrolled_weights(self, trainable, gradients, xi: float, momentum: float, weight_decay: float):
-        """``w - xi * (g + momentum * buffer + wd * w)``, as leaves that require grad."""
-        with torch.no_grad():
-            weights = [parameter.detach() for _, parameter in trainable]
-            directions = torch._foreach_add(list(gradients), weights, alpha=weight_decay)
-            state = self.weight_optimizer.state
-            pairs = [
-                (direction, state[parameter]["momentum_buffer"])
-                for direction, (_, parameter) in zip(directions, trainable)
-                if state.get(parameter, {}).get("momentum_buffer") is not None
-            ]
-            if momentum and pairs:
-                torch._foreach_add_([direction for direction, _ in pairs], [buffer for _, buffer in pairs], alpha=momentum)
-            unrolled = torch._foreach_add(weights, directions, alpha=-xi)
-        return [weight.requires_grad_() for weight in unrolled]
-
-    # -- inputs ----------------------------------------------------------------------
-
-    def _model_inputs(self, batch: AugmentedBatch) -> torch.Tensor:
-        """ColorJitter and lighting if asked, normalise, Cutout (zero after normalisation, as DARTS/DADA do), straight-through."""
-        images = batch.images
-        processes, total = self.processes, images.shape[0] * self.processes.world_size
-        if self.color_jitter:
-            factors, order = draw_color_jitter(total, self.color_jitter, self.generator, images.device)
-            images = color_jitter(images, processes.shard(factors), processes.shard(order))
-        if self.lighting:
-            images = lighting(images, processes.shard(draw_lighting(total, self.lighting, self.generator, images.device)))
-        inputs = self._normalized_float(images)
-        if self.cutout:
-            inputs = inputs * self._cutout_mask(inputs)
-        return inputs + batch.straight_through.to(inputs.dtype).view(-1, 1, 1, 1)
-
-    def _normalized(self, images: torch.Tensor) -> torch.Tensor:
-        return self._normalized_float(images.float().div_(255))
-
-    def _normalized_float(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[1] != self._mean.shape[1]:
-            raise ValueError(f"mean/std have {self._mean.shape[1]} channels, the images {images.shape[1]}")
-        if self._mean.device != images.device:
-            self._mean, self._std = self._mean.to(images.device), self._std.to(images.device)
-        mean, std = self._mean, self._std
-        return ((images - mean) / std).to(self._dtype())
-
-    def _cutout_mask(self, images: torch.Tensor) -> torch.Tensor:
-        """``[N, 1, H, W]``: 0 inside a ``cutout`` square at a uniform pixel centre, clipped at the border."""
-        count, _, height, width = images.shape
-        total = count * self.processes.world_size  # drawn for the whole batch, this process's part kept
-        centres = self.processes.shard(torch.rand(total, 2, 1, generator=self.generator, device=images.device))
-        centre_y = (centres[:, 0] * height).floor()
-        centre_x = (centres[:, 1] * width).floor()
-        half = self.cutout // 2
-        ys = torch.arange(height, device=images.device).view(1, height, 1)
-        xs = torch.arange(width, device=images.device).view(1, 1, width)
-        inside_y = (ys >= (centre_y - half).view(-1, 1, 1)) & (ys < (centre_y + half).view(-1, 1, 1))
-        inside_x = (xs >= (centre_x - half).view(-1, 1, 1)) & (xs < (centre_x + half).view(-1, 1, 1))
-        return (~(inside_y & inside_x)).unsqueeze(1).to(images.dtype)
-
-    def _dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    @staticmethod
-    def _check_batch(images: torch.Tensor, labels: torch.Tensor, what: str) -> None:
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"{what}_images must be a uint8 tensor [N, C, H, W], got {getattr(images, 'dtype', images)}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"{what}_labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
 
     # -- resume ----------------------------------------------------------------------
 

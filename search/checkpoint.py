@@ -37,10 +37,10 @@ from dada_transforms.atomic import write_bytes_atomic, write_text_atomic
 from dada_transforms.files import read_regular_file
 from dada_transforms.policy import parse_json
 
-from .export import HISTORY_SHAPES
 from .fingerprint import FINGERPRINT_KEYS, fingerprint_differences
+from .methods import method_for
 from .output_files import OutputPaths
-from .settings import SearchInputError, SearchSettings
+from .settings import ADDED_SETTINGS, SearchInputError, SearchSettings
 
 FORMAT_NAME = "dada-search-checkpoint"
 FORMAT_VERSION = 4  # 4: settings gained "crop", history entries "objective" (the noise floor's input), "processes"
@@ -189,14 +189,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-_ADDED_SETTINGS = {"export": "top-k"}
-"""Settings added without a new format version, with the value every older checkpoint was made with."""
-
-
 def _check_settings(directory: Path, saved: Any, settings: SearchSettings) -> None:
     now = settings.to_dict()
     if isinstance(saved, dict):
-        saved = {**_ADDED_SETTINGS, **saved}
+        saved = {**ADDED_SETTINGS, **saved}  # added without a new format version
     if not isinstance(saved, dict) or set(saved) != set(now):
         raise _Invalid(f"'settings' must be an object with the keys {sorted(now)}")
     for key, value in saved.items():
@@ -210,11 +206,12 @@ def _check_settings(directory: Path, saved: Any, settings: SearchSettings) -> No
         )
 
 
-_HISTORY_KEYS = ("epoch", "loss", "accuracy", "objective", *HISTORY_SHAPES)  # objective: noise_floor.objective_summary
+_HISTORY_KEYS = ("epoch", "loss", "accuracy", "objective")  # objective: noise_floor.objective_summary
 
 
-def _check_history(history: Any, epoch: int) -> None:
-    """Each entry as the search writes it: the epoch, a finite loss, an accuracy and the snapshots in [0, 1]."""
+def _check_history(history: Any, epoch: int, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Each entry as the search writes it: the epoch, a finite loss, an accuracy and the method's
+    snapshots (``shapes``: its :attr:`.methods.SearchMethod.history_shapes`) in [0, 1]."""
     if not isinstance(history, list) or len(history) != epoch:
         raise _Invalid(f"'history' must be a list of {epoch} entries, one per completed epoch")
     for number, entry in enumerate(history, start=1):
@@ -224,14 +221,14 @@ def _check_history(history: Any, epoch: int) -> None:
             values = value if isinstance(value, list) else [value]
             if not all(_is_number(item) for item in values):
                 raise _Invalid(f"history entry {number}'s {key!r} must be finite numbers, got {value!r:.80}")
-            if key in ("accuracy", *HISTORY_SHAPES) and not all(0 <= item <= 1 for item in values):
+            if key in ("accuracy", *shapes) and not all(0 <= item <= 1 for item in values):
                 raise _Invalid(f"history entry {number}'s {key!r} must be in [0, 1], got {value!r:.80}")
-            if key in HISTORY_SHAPES and (not isinstance(value, list) or len(value) != math.prod(HISTORY_SHAPES[key])):
-                raise _Invalid(
-                    f"history entry {number}'s {key!r} must be a list of {math.prod(HISTORY_SHAPES[key])} numbers"
-                )
-        if set(entry) != set(_HISTORY_KEYS):
-            raise _Invalid(f"history entry {number} must have exactly the keys {list(_HISTORY_KEYS)}, got {sorted(entry)}")
+            if key in shapes and (not isinstance(value, list) or len(value) != math.prod(shapes[key])):
+                raise _Invalid(f"history entry {number}'s {key!r} must be a list of {math.prod(shapes[key])} numbers")
+        if set(entry) != {*_HISTORY_KEYS, *shapes}:
+            raise _Invalid(
+                f"history entry {number} must have exactly the keys {[*_HISTORY_KEYS, *shapes]}, got {sorted(entry)}"
+            )
 
 
 def _check_data(data: Any) -> None:
@@ -274,7 +271,7 @@ def read_checkpoint(directory: Path, settings: SearchSettings) -> dict[str, Any]
         epoch = index["epoch"]
         if not _is_integer(epoch) or not 1 <= epoch <= settings.epochs:
             raise _Invalid(f"'epoch' must be an integer in [1, {settings.epochs}] (the search's epochs), got {epoch!r:.80}")
-        _check_history(index["history"], epoch)
+        _check_history(index["history"], epoch, method_for(settings).history_shapes)
         _check_data(index["data"])
         if index["tensors"] != f"epoch-{epoch:04d}.safetensors":
             raise _Invalid(f"'tensors' must be 'epoch-{epoch:04d}.safetensors', got {index['tensors']!r:.80}")
@@ -344,8 +341,9 @@ def restore_checkpoint(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Load the checkpoint described by ``index`` (from :func:`read_checkpoint`) into the search's objects.
 
-    ``data`` is the fingerprint of the data searched now; ``step`` a
-    BilevelSearchStep. Returns the completed epochs and the history.
+    ``data`` is the fingerprint of the data searched now; ``augmentation`` the
+    method's parameters (:attr:`.methods.MethodRun.parameters`), ``step`` its step.
+    Returns the completed epochs and the history.
 
     Raises:
         SearchInputError: for a checkpoint of other data, or tensors that do not fit or are not intact.

@@ -18,6 +18,8 @@ from .settings import (
     ESTIMATORS,
     EXPORTS,
     MAGNITUDE_GRADIENTS,
+    METHODS,
+    OBJECTIVES,
     SAMPLING_MODES,
     VALIDATION_BATCHES,
     SearchInputError,
@@ -67,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics of the global batch (SyncBatchNorm) instead of each process's share")
     model.add_argument("--timeout", type=float, metavar="SECONDS", default=600.0, help="under torchrun: how long a collective waits for the other processes before the job fails (default 600)")
     policy = parser.add_argument_group("augmentation search")
+    policy.add_argument("--method", choices=METHODS, default="published", help="published (default): the paper's search of 105 operation pairs, every option below but --draws, --operations and --objective; compact (ours): one weight and one magnitude per operation and one probability, --operations of them per image, --draws draws per image scored against a leave-one-out baseline, magnitude gradients through the operations where they have one")
+    policy.add_argument("--draws", type=int, metavar="K", default=4, help="compact: draws of the augmentation per image, each scored against the mean of the others (default 4, at least 2)")
+    policy.add_argument("--operations", type=int, metavar="N", default=2, help="compact: operations applied to each image (default 2)")
+    policy.add_argument("--objective", choices=OBJECTIVES, default="unrolled", help="compact: what a draw is scored by: unrolled (default): the validation loss after one unrolled training step, as the paper; adversarial: the network's loss on the augmented image against that of a slowly averaged copy of the network (augmentation the network finds hard but its average still recognises)")
     policy.add_argument("--arch-lr", type=float, metavar="LR", default=0.005, help="Adam learning rate of the policy parameters (default 0.005)")
     policy.add_argument("--temperature", type=float, metavar="TAU", default=0.5, help="relaxation temperature (default 0.5)")
     policy.add_argument("--sampling", choices=SAMPLING_MODES, default="per-batch", help="one policy draw per batch (the paper's) or per image")
@@ -77,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     output = parser.add_argument_group("output")
     output.add_argument("--name", required=True, metavar="PRESET", help="preset name: writes DIR/PRESET.json and DIR/PRESET.safetensors")
     output.add_argument("--output", metavar="DIR", help="output folder (default: the user preset directory, so DADA(PRESET) finds it)")
-    output.add_argument("--top-k", type=int, metavar="K", default=25, help="sub-policies kept in the policy (default 25)")
-    output.add_argument("--export", choices=EXPORTS, default="top-k", help="top-k: the kept sub-policies chosen uniformly (default, the paper's); weighted: chosen with their learned weights softmax(alpha), renormalised over the kept ones (ours)")
+    output.add_argument("--top-k", type=int, metavar="K", help="sub-policies kept in the policy (default: 25 of the 105 for published; all 15^N N-tuples of operations for compact)")
+    output.add_argument("--export", choices=EXPORTS, help="top-k: the kept sub-policies chosen uniformly (the paper's; default for published); weighted: chosen with their learned weights, renormalised over the kept ones (ours; default for compact, which with every tuple kept is exactly the learned distribution)")
     again = output.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from DIR/PRESET.checkpoint/ if it exists")
     again.add_argument("--overwrite", action="store_true", help="discard DIR/PRESET.checkpoint/ of an interrupted search and start afresh")

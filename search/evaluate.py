@@ -29,6 +29,13 @@ The baselines (``BASELINES``) and what each measures:
 - ``trivialaugment``: torchvision's ``TrivialAugmentWide``: the strong fixed
   policies a searched one competes with.
 
+and, only when named (``OPT_IN_BASELINES``):
+
+- ``compact-initial``: the ``--method compact`` search's starting point: the 15
+  operations equally likely, 2 per image, each applied with p = 0.5 at m = 0.5
+  (mirrored operations at half strength: Rotate 15 degrees either way). A compact
+  search that does not beat it shows no effect of the search.
+
 The torchvision baselines draw per image (on a batch they would draw once for
 all) from torch's global random generator, seeded per run; they run on the CPU
 on uint8 images whatever the device (on a GPU: one copy of the batch to the host
@@ -84,6 +91,9 @@ from .space import SUB_POLICIES
 from .splits import stratified_split
 
 BASELINES = ("no-policy", "initial", "random", "published", "randaugment", "autoaugment", "trivialaugment")
+OPT_IN_BASELINES = ("compact-initial",)
+"""Baselines evaluated only when named: ``compact-initial``, the compact search's starting point."""
+KNOWN_BASELINES = BASELINES + OPT_IN_BASELINES
 DEFAULT_SEEDS = 5
 MAX_SEEDS = 100
 _MOMENTUM = 0.9
@@ -125,8 +135,8 @@ class Evaluation:
 
     def comparisons(self) -> tuple[PairedDifference, ...]:
         """Each policy minus each baseline and each earlier policy; each other baseline minus ``no-policy``."""
-        policies = [condition.name for condition in self.conditions if condition.name not in BASELINES]
-        baselines = [condition.name for condition in self.conditions if condition.name in BASELINES]
+        policies = [condition.name for condition in self.conditions if condition.name not in KNOWN_BASELINES]
+        baselines = [condition.name for condition in self.conditions if condition.name in KNOWN_BASELINES]
         pairs = [(policy, other) for index, policy in enumerate(policies) for other in baselines + policies[:index]]
         if "no-policy" in baselines:
             pairs += [(baseline, "no-policy") for baseline in baselines if baseline != "no-policy"]
@@ -136,7 +146,7 @@ class Evaluation:
     def reference(self) -> str:
         """What the chart subtracts: ``no-policy`` when evaluated, else the first baseline, else the first policy."""
         names = [condition.name for condition in self.conditions]
-        return "no-policy" if "no-policy" in names else next((n for n in names if n in BASELINES), names[0])
+        return "no-policy" if "no-policy" in names else next((n for n in names if n in KNOWN_BASELINES), names[0])
 
     def differences_to_reference(self) -> tuple[PairedDifference, ...]:
         """Every other condition minus :attr:`reference`, per seed."""
@@ -232,7 +242,7 @@ class Evaluation:
             "conditions": [
                 {
                     "name": condition.name,
-                    "baseline": condition.name in BASELINES,
+                    "baseline": condition.name in KNOWN_BASELINES,
                     "description": condition.description,
                     "accuracies": list(condition.accuracies),
                     "mean": condition.mean,
@@ -275,6 +285,13 @@ def random_policy(shape: Sequence[int], seed: int) -> Policy:
         chosen = sorted(rng.choice(len(OPERATION_NAMES), size=size, replace=False).tolist())
         sub_policies.append([(OPERATION_NAMES[index], float(rng.uniform()), float(rng.uniform())) for index in chosen])
     return Policy.from_list(sub_policies, name=f"random-{seed}")
+
+
+def compact_initial_policy() -> Policy:
+    """The compact search's starting distribution as a policy (every ordered pair of operations, weighted)."""
+    from .compact import OPERATION_COUNT, CompactAugmentation
+
+    return CompactAugmentation(operations=2).to_policy(top_k=OPERATION_COUNT**2, name="compact-initial", weighted=True)
 
 
 def initial_policy() -> Policy:
@@ -383,9 +400,9 @@ def _conditions(policies: Sequence[Any], baselines: Sequence[str], dataset: str)
         policies = [policies]
     if isinstance(baselines, str):
         baselines = [baselines]
-    unknown = [name for name in baselines if name not in BASELINES]
+    unknown = [name for name in baselines if name not in KNOWN_BASELINES]
     if unknown:
-        raise SearchInputError(f"unknown baseline {unknown[0]!r}; baselines are {', '.join(BASELINES)}")
+        raise SearchInputError(f"unknown baseline {unknown[0]!r}; baselines are {', '.join(KNOWN_BASELINES)}")
     if len(set(baselines)) != len(baselines):
         raise SearchInputError(f"baselines must not repeat, got {', '.join(baselines)}")
     if not policies and not baselines:
@@ -395,7 +412,7 @@ def _conditions(policies: Sequence[Any], baselines: Sequence[str], dataset: str)
     for index, spec in enumerate(policies):
         policy = spec if isinstance(spec, Policy) else _loaded(spec)
         name = _policy_name(spec, policy, index)
-        if any(condition.name == name for condition in conditions) or name in BASELINES:
+        if any(condition.name == name for condition in conditions) or name in KNOWN_BASELINES:
             raise SearchInputError(f"two conditions would be called {name!r}; give each policy once, under distinct names")
         if index == 0:
             shape = tuple(len(sub_policy) for sub_policy in policy)
@@ -409,6 +426,7 @@ def _conditions(policies: Sequence[Any], baselines: Sequence[str], dataset: str)
         "randaugment": "torchvision RandAugment (2 operations, magnitude 9)",
         "autoaugment": f"torchvision AutoAugment ({_autoaugment_policy(dataset).name} policy)",
         "trivialaugment": "torchvision TrivialAugmentWide",
+        "compact-initial": "the compact search's start: 15 operations equally likely, 2 per image, p = 0.5, m = 0.5",
     }
     makers: dict[str, Callable[[int, torch.device], Augment | None]] = {
         "no-policy": lambda seed, device: None,
@@ -418,6 +436,7 @@ def _conditions(policies: Sequence[Any], baselines: Sequence[str], dataset: str)
         "randaugment": _per_image_maker(v2.RandAugment),
         "autoaugment": _per_image_maker(lambda: v2.AutoAugment(_autoaugment_policy(dataset))),
         "trivialaugment": _per_image_maker(v2.TrivialAugmentWide),
+        "compact-initial": _dada_maker(lambda seed, policy=compact_initial_policy(): policy),
     }
     conditions += [_Condition(name, descriptions[name], makers[name]) for name in baselines]
     return conditions

@@ -21,8 +21,9 @@ from .space import SUB_POLICIES
 
 PARAMETERS_FORMAT = "dada-search-parameters"
 HISTORY_SHAPES = {"sub_policy_weights": (105,), "probabilities": (105, 2), "magnitudes": (105, 2)}
-"""The per-epoch snapshots of a search: each history entry holds these as flat lists of floats;
-the result's safetensors holds them stacked as ``history.KEY`` tensors ``[epochs, *shape]``."""
+"""The published method's per-epoch snapshots (each method's: :attr:`.methods.SearchMethod.history_shapes`):
+each history entry holds these as flat lists of floats; the result's safetensors holds them stacked as
+``history.KEY`` tensors ``[epochs, *shape]``."""
 
 
 def ranked_sub_policies(augmentation: AugmentationParameters, count: int) -> list[tuple[str, str, float]]:
@@ -43,26 +44,32 @@ def epoch_snapshot(augmentation: AugmentationParameters) -> dict[str, list[float
         return {key: [float(f"{v:.6g}") for v in value.detach().cpu().flatten().tolist()] for key, value in values.items()}
 
 
-def history_tensors(history: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """The per-epoch snapshots of ``history`` as float32 ``history.KEY`` tensors (none if an epoch lacks them)."""
-    if not history or not all(key in entry for entry in history for key in HISTORY_SHAPES):
+def history_tensors(
+    history: list[dict[str, Any]], shapes: dict[str, tuple[int, ...]] = HISTORY_SHAPES
+) -> dict[str, torch.Tensor]:
+    """The per-epoch snapshots ``shapes`` of ``history`` as float32 ``history.KEY`` tensors (none if an epoch lacks them)."""
+    if not history or not all(key in entry for entry in history for key in shapes):
         return {}
     return {
         f"history.{key}": torch.tensor([entry[key] for entry in history], dtype=torch.float32).reshape(-1, *shape)
-        for key, shape in HISTORY_SHAPES.items()
+        for key, shape in shapes.items()
     }
 
 
 def export_result(
-    augmentation: AugmentationParameters,
+    augmentation: torch.nn.Module,
     paths: OutputPaths,
     name: str,
     top_k: int,
     metadata: dict[str, Any],
     write: bool = True,
     weighted: bool = False,
+    history_shapes: dict[str, tuple[int, ...]] = HISTORY_SHAPES,
 ) -> tuple[Policy, dict[str, torch.Tensor]]:
     """Write the top-``top_k`` policy and every learned tensor; returns both (``write=False``: only returns them).
+
+    ``augmentation`` is a method's parameters (:attr:`.methods.MethodRun.parameters`):
+    its ``to_policy(top_k, name, metadata, weighted)`` makes the policy, its ``tensors()`` the tensors.
 
     ``weighted``: the policy samples its sub-policies by their learned weights (see
     :meth:`AugmentationParameters.to_policy`) instead of uniformly.
@@ -72,15 +79,16 @@ def export_result(
     ``parameters``: the safetensors file's name and SHA-256. The safetensors is
     written first and the JSON last (each atomically), so a reader that checks
     the hash never takes a JSON and a safetensors of different searches as a pair.
-    The per-epoch snapshots of ``metadata["history"]`` (see :func:`epoch_snapshot`)
-    go to the safetensors as ``history.*`` tensors; the JSON keeps the rest.
+    The per-epoch snapshots of ``metadata["history"]`` (``history_shapes``: the method's
+    :attr:`.methods.SearchMethod.history_shapes`, by default the published method's, see
+    :func:`epoch_snapshot`) go to the safetensors as ``history.*`` tensors; the JSON keeps the rest.
 
     Raises:
         SearchInputError: when a file cannot be written (the search's last checkpoint is then intact).
     """
     history = metadata.get("history", [])
-    snapshots = history_tensors(history)
-    metadata = {**metadata, "history": [{k: v for k, v in entry.items() if k not in HISTORY_SHAPES} for entry in history]}
+    snapshots = history_tensors(history, history_shapes)
+    metadata = {**metadata, "history": [{k: v for k, v in entry.items() if k not in history_shapes} for entry in history]}
     ranked = augmentation.to_policy(top_k=top_k, name=name, metadata=metadata, weighted=weighted)
     search = metadata.get("search", {})
     description = f"DADA policy searched by dada-search on {search.get('dataset')} with {search.get('model')}"

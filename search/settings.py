@@ -16,7 +16,8 @@ The authors' shell script (``train_paper.sh``) differs in three values: CIFAR-10
 lr 0.1, SVHN Cutout 16, ImageNet Cutout 16 (``lr=0.1`` / ``cutout=16`` to use them).
 ``imagefolder`` takes the cifar10 row. All datasets: 20 epochs, temperature
 0.5, architecture learning rate 0.005, top 25 sub-policies exported (chosen
-uniformly; ``export="weighted"``, ours: by their learned weights), the
+uniformly; ``export="weighted"``, ours: by their learned weights; the compact
+method exports all its tuples with their learned weights), the
 learning rate cosine-annealed to ``lr_min`` = 0.001 (or ``lr`` if smaller),
 stepped before each epoch as the published code does, validation batches
 un-augmented. Validation batches are fresh each step by default, a deviation:
@@ -29,6 +30,11 @@ bicubic) of the decoded square image and a horizontal flip, then
 ColorJitter(0.4, 0.4, 0.4) before the policy and PCA lighting (0.1) after it:
 the authors' ImageNet *search* pipeline (their training pipeline puts
 ColorJitter after the policy instead).
+
+``method`` picks what is searched and how (:mod:`.methods`): ``"published"``,
+the paper's 105 sub-policies and estimator (every setting above), or
+``"compact"`` (ours), which alone reads ``draws``, ``operations`` and
+``objective``; the published method ignores them.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from dada_transforms.ops import OPERATION_NAMES
 
 DATASETS = (
     "cifar10",
@@ -57,6 +65,8 @@ VALIDATION_BATCHES = ("fresh", "fixed")
 DEFAULT_LR_MIN = 0.001
 MAGNITUDE_GRADIENTS = ("straight-through", "autodiff")
 EXPORTS = ("top-k", "weighted")  # the top-k applied uniformly (the paper's), or sampled by their learned weights (ours)
+METHODS = ("published", "compact")  # the paper's search, or ours (see search.methods)
+OBJECTIVES = ("unrolled", "adversarial")  # what compact's draws are scored by
 SUB_POLICY_COUNT = 105
 
 
@@ -125,6 +135,10 @@ class SearchSettings:
     momentum: float = 0.9
     grad_clip: float = 5.0
     export: str = "top-k"  # one of EXPORTS
+    method: str = "published"  # one of METHODS
+    draws: int = 4  # compact: draws per image (>= 2, for the leave-one-out baseline)
+    operations: int = 2  # compact: operations applied to each image
+    objective: str = "unrolled"  # compact: one of OBJECTIVES
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON values."""
@@ -132,11 +146,17 @@ class SearchSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
-        """Settings read back from :meth:`to_dict`'s output."""
+        """Settings read back from :meth:`to_dict`'s output, older ones (without :data:`ADDED_SETTINGS`) included."""
         names = {field.name for field in fields(cls)}
+        if isinstance(data, dict):
+            data = {**ADDED_SETTINGS, **data}
         if not isinstance(data, dict) or set(data) != names:
             raise SearchInputError(f"search settings must have exactly the keys {sorted(names)}, got {data!r}")
         return cls(**data)
+
+
+ADDED_SETTINGS = {"export": "top-k", "method": "published", "draws": 4, "operations": 2, "objective": "unrolled"}
+"""Settings added after checkpoint format 4, with the value every older search (checkpoint or result) was made with."""
 
 
 def _integer(value: Any, what: str, minimum: int, maximum: int | None = None) -> int:
@@ -159,6 +179,14 @@ def _choice(value: Any, what: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def export_defaults(method: str, operations: int) -> tuple[int, str]:
+    """``(top_k, export)`` when not given: published, the paper's top 25 chosen uniformly; compact, every
+    ``15 ** operations`` tuple with its learned weight (the exact learned distribution)."""
+    if method == "compact":
+        return len(OPERATION_NAMES) ** operations, "weighted"
+    return 25, "top-k"
+
+
 def resolve_settings(
     dataset: str,
     *,
@@ -170,7 +198,7 @@ def resolve_settings(
     weight_decay: float | None = None,
     arch_lr: float = 0.005,
     temperature: float = 0.5,
-    top_k: int = 25,
+    top_k: int | None = None,
     cutout: int | None = None,
     seed: int = 0,
     sampling: str = "per-batch",
@@ -180,9 +208,15 @@ def resolve_settings(
     val_batches: str = "fresh",
     lr_min: float | None = None,
     sync_bn: bool = False,
-    export: str = "top-k",
+    export: str | None = None,
+    method: str = "published",
+    draws: int = 4,
+    operations: int = 2,
+    objective: str = "unrolled",
 ) -> SearchSettings:
     """The settings for ``dataset``: published defaults where an argument is None, each value validated.
+
+    ``top_k`` and ``export`` default per method (:func:`export_defaults`).
 
     Raises:
         SearchInputError: naming the first invalid value.
@@ -206,6 +240,15 @@ def resolve_settings(
     lr_min = _number(lr_min, "minimum learning rate", allow_zero=True)
     if lr_min > lr:
         raise SearchInputError(f"minimum learning rate {lr_min!r} is above the learning rate {lr!r}")
+    method = _choice(method, "method", METHODS)
+    if method == "compact":
+        draws = _integer(draws, "draws of the compact method (its leave-one-out baseline needs two)", 2)
+    draws = _integer(draws, "draws", 1)
+    operations = _integer(operations, "operations", 1)
+    choices = SUB_POLICY_COUNT if method == "published" else len(OPERATION_NAMES) ** operations  # compact: N-tuples
+    default_top_k, default_export = export_defaults(method, operations)
+    top_k = default_top_k if top_k is None else top_k
+    export = default_export if export is None else export
     return SearchSettings(
         dataset=dataset,
         model=model,
@@ -216,7 +259,7 @@ def resolve_settings(
         weight_decay=_number(row.weight_decay if weight_decay is None else weight_decay, "weight decay", allow_zero=True),
         arch_lr=_number(arch_lr, "arch learning rate", allow_zero=False),
         temperature=_number(temperature, "temperature", allow_zero=False),
-        top_k=_integer(top_k, "top-k", 1, SUB_POLICY_COUNT),
+        top_k=_integer(top_k, "top-k", 1, choices),
         cutout=cutout,
         seed=_integer(seed, "seed", 0),
         sampling=_choice(sampling, "sampling", SAMPLING_MODES),
@@ -230,6 +273,10 @@ def resolve_settings(
         color_jitter=row.color_jitter,
         lighting=row.lighting,
         export=_choice(export, "export", EXPORTS),
+        method=method,
+        draws=draws,
+        operations=operations,
+        objective=_choice(objective, "objective", OBJECTIVES),
     )
 
 

@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 
 from dada_transforms import Policy
 from dada_transforms.cli import main
-from dada_transforms.ops import OPERATION_NAMES
+from dada_transforms.ops import OPERATION_NAMES, OPERATIONS
 from dada_transforms.search.batches import crop_and_flip
 from dada_transforms.search.evaluate import evaluate, random_policy
 
@@ -150,6 +150,27 @@ def test_a_diverging_run_stops_with_the_condition_seed_and_setting(image_tree, t
     assert error.startswith("dada-transforms: error: the no-policy run of seed 0 diverged: ") and error.count("\n") == 1
     assert "non-finite" in error or "nan" in error or "inf" in error
     assert "lower --lr (now 1e+30)" in error
+
+
+def test_compact_initial_is_the_compact_search_start_and_only_evaluated_when_named(image_tree) -> None:
+    from itertools import product
+
+    from dada_transforms import DADA
+    from dada_transforms.search.evaluate import compact_initial_policy
+
+    policy = compact_initial_policy()
+    pairs = [tuple(operation.op for operation in sub_policy) for sub_policy in policy]
+    assert pairs == list(product(OPERATION_NAMES, repeat=2))  # every ordered pair, repeats included
+    assert len(set(policy.sampling_probabilities)) == 1  # all equally likely
+    for operation in (o for sub_policy in policy for o in sub_policy):
+        assert operation.probability == 0.5
+        assert operation.magnitude == (0.75 if OPERATIONS[operation.op].mirror else 0.5)  # mirrored: half strength
+    assert DADA(policy).policy.sampling_probabilities == policy.sampling_probabilities
+    options = {"data_dir": image_tree, "holdout": 0.25, "epochs": 1, "seeds": 1, **TINY_API}
+    assert "compact-initial" not in {c.name for c in evaluate([], "imagefolder", baselines=["no-policy"], **options).conditions}
+    named = evaluate([], "imagefolder", baselines=["no-policy", "compact-initial"], **options)
+    assert [condition.name for condition in named.conditions] == ["no-policy", "compact-initial"]
+    assert named.to_dict()["conditions"][1]["baseline"] is True
 
 
 def test_initial_is_the_search_start_and_published_the_closest_preset() -> None:

@@ -65,17 +65,26 @@ def _parameters(out: Path, rank: int) -> dict[str, torch.Tensor]:
     return load_file(str(out / f"rank{rank}.safetensors"))
 
 
-def test_two_processes_equal_one_process_with_the_same_global_batch(image_tree, tmp_path) -> None:
-    """Two streamed processes against one in-memory process: sharding, averaging and streaming at once."""
+@pytest.mark.parametrize(
+    "method, searched",
+    [
+        ({"sampling": "per-sample"}, ("alpha", "probabilities", "magnitudes")),
+        ({"method": "compact", "draws": 2}, ("logits", "probability", "magnitudes")),
+    ],
+    ids=["published", "compact"],
+)
+def test_two_processes_equal_one_process_with_the_same_global_batch(image_tree, tmp_path, method, searched) -> None:
+    """Two streamed processes against one in-memory process: sharding, averaging and streaming at once, per method."""
     from dada_transforms.search.loop import search
 
-    options = _search_options(image_tree, tmp_path / "two", model=NO_BATCH_NORM, sampling="per-sample")
+    options = _search_options(image_tree, tmp_path / "two", model=NO_BATCH_NORM, **method)
     result = _torchrun("search", tmp_path, {**options, "data_path": "stream", "workers": 1})
     assert result.returncode == 0, result.stderr
     single = search(**{**options, "output": tmp_path / "one", "data_path": "memory"}).parameters
     parallel = _parameters(tmp_path, 0)
-    for key in ("alpha", "probabilities", "magnitudes"):
-        assert (single[key] - single[key].mean()).abs().max() > 1e-4, key  # learned, not the initial constant
+    for key in searched:
+        start = {"alpha": 1e-3, "logits": 0.0}.get(key, 0.5)  # every searched tensor starts at a constant
+        assert (single[key] - start).abs().max() > 1e-4, key  # learned
         torch.testing.assert_close(parallel[key], single[key], rtol=0, atol=2e-5, msg=key)
 
 

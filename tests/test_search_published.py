@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-import dada_transforms.search.loop as loop_module
 from dada_transforms.search.batches import color_jitter, draw_color_jitter, draw_lighting, lighting
+from dada_transforms.search.bilevel import BilevelSearchStep
 from dada_transforms.search.data import load_search_images, split_halves
 from dada_transforms.search.loop import search
 from dada_transforms.search.settings import SearchInputError, epoch_learning_rate, resolve_settings
@@ -90,13 +90,13 @@ def image_tree(tmp_path_factory):
 
 def _recorded_validation_batches(monkeypatch, image_tree, tmp_path, val_batches):
     seen = []
-    original = loop_module.BilevelSearchStep.step
+    original = BilevelSearchStep.step
 
     def recording(self, train_images, train_labels, val_images, val_labels):
         seen.append(val_images.clone())
         return original(self, train_images, train_labels, val_images, val_labels)
 
-    monkeypatch.setattr(loop_module.BilevelSearchStep, "step", recording)
+    monkeypatch.setattr(BilevelSearchStep, "step", recording)
     search(
         "imagefolder", name="v", output=tmp_path, data_dir=image_tree, model="wrn-10-1", image_size=8, cutout=0,
         batch_size=4, epochs=1, device="cpu", progress=False, val_batches=val_batches,
