@@ -182,6 +182,14 @@ class AugmentedTrainingStep:
     def _trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
         return trainable(self.model)
 
+    def _searched_step(self) -> None:
+        """Adam on the searched parameters (and phi) with the gradients set on them, averaged over the processes
+        first (one collective); gradients left unset (None) stay out."""
+        searched = [parameter for group in self.arch_optimizer.param_groups for parameter in group["params"]]
+        average_(self.processes, [parameter.grad for parameter in searched if parameter.grad is not None])
+        self.arch_optimizer.step()
+        self.arch_optimizer.zero_grad(set_to_none=True)
+
     def _weight_step(self) -> None:
         """Clip w's gradient and take the SGD step."""
         torch.nn.utils.clip_grad_norm_([parameter for _, parameter in self._trainable()], self.grad_clip)
@@ -431,10 +439,7 @@ class BilevelSearchStep(AugmentedTrainingStep):
         augmentation.alpha.grad = gradients["alpha"]
         augmentation.probabilities.grad = gradients["probabilities"]
         augmentation.magnitudes.grad = gradients["magnitudes"]
-        parameters = augmentation.architecture_parameters() + augmentation.control_variate_parameters()
-        average_(self.processes, [parameter.grad for parameter in parameters if parameter.grad is not None])
-        self.arch_optimizer.step()
-        self.arch_optimizer.zero_grad(set_to_none=True)
+        self._searched_step()
         augmentation.clamp_()
 
     # -- resume ----------------------------------------------------------------------

@@ -16,26 +16,14 @@ from dataclasses import dataclass
 import torch
 
 from .noise_band import COMPACT_BAND_START
-from .noise_floor import (
-    _REPLICATE_BUDGET,
-    MAX_REPLICATES,
-    QUANTILE_COUNT,
-    NoiseFloor,
-    _interpolated,
-    _seed,
-)
+from .noise_floor import QUANTILE_COUNT, NoiseFloor, _interpolated, replayed_widths
+
 
 @dataclass(frozen=True)
 class CompactNoiseFloor(NoiseFloor):
     """Half-widths of the bands around the compact start (weight 1/15, p 0.5, m 0.5); same record as :class:`NoiseFloor`."""
 
-    def outside(self, weights: torch.Tensor, probability: torch.Tensor, magnitudes: torch.Tensor) -> dict[str, int]:
-        """How many operation weights, probabilities (one) and magnitudes lie outside their band."""
-        found = {"weight": weights, "probability": probability, "magnitude": magnitudes}
-        return {
-            kind: int(((values.detach().double().cpu() - COMPACT_BAND_START[kind]).abs() > getattr(self, kind)).sum())
-            for kind, values in found.items()
-        }
+    START = COMPACT_BAND_START
 
 
 def compact_null_pass_floor(
@@ -57,17 +45,10 @@ def compact_null_pass_floor(
         seed: the search's seed.
         replicates: null passes (default as :func:`.noise_floor.null_pass_floor`).
     """
-    if not objective or any(len(summary) != QUANTILE_COUNT for summary in objective):
-        raise ValueError(f"objective must hold {QUANTILE_COUNT} quantiles per epoch, got {objective!r:.200}")
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise ValueError(f"batch_sizes must be positive counts, got {batch_sizes!r}")
-    steps = len(objective) * len(batch_sizes)
-    if replicates is None:
-        replicates = max(2, min(MAX_REPLICATES, _REPLICATE_BUDGET // steps))
-    widths = dict.fromkeys(COMPACT_BAND_START, 0.0)
-    for replicate in range(replicates):
-        moved = _null_replicate(objective, batch_sizes, draws, operations, arch_lr, _seed(seed, replicate))
-        widths = {kind: max(widths[kind], moved[kind]) for kind in widths}
+    widths, replicates, steps = replayed_widths(
+        objective, batch_sizes, "batch_sizes", seed, replicates,
+        lambda replicate_seed: _null_replicate(objective, batch_sizes, draws, operations, arch_lr, replicate_seed),
+    )
     method = (
         f"null pass: {replicates} replays of the {steps} compact policy updates (same images per step, {draws} draws "
         f"per image, leave-one-out estimator, Adam) with objective values drawn from each epoch's recorded values "

@@ -37,7 +37,8 @@ from .compact_floor import (
     CompactNoiseFloor,
     compact_null_pass_floor,
 )
-from .distributed import SINGLE, Processes, average_
+from .distributed import SINGLE, Processes
+from .export import rounded_snapshot
 from .noise_band import outside_line
 from .objectives import TEACHER_DECAY, Teacher, adversarial_values, unrolled_values
 from .settings import OBJECTIVES, SearchSettings
@@ -147,9 +148,7 @@ class CompactSearchStep(AugmentedTrainingStep):
         parameters = self.parameters
         parameters.logits.grad, parameters.probability.grad = self.policy_gradients(values, sample)
         parameters.magnitudes.grad = magnitudes
-        average_(self.processes, [parameters.logits.grad, parameters.probability.grad, parameters.magnitudes.grad])
-        self.arch_optimizer.step()
-        self.arch_optimizer.zero_grad(set_to_none=True)
+        self._searched_step()
         parameters.clamp_()
 
     # -- resume ----------------------------------------------------------------------
@@ -185,12 +184,11 @@ class CompactRun:
     def snapshot(self) -> dict[str, list[float]]:
         """The operation weights, the probability and the operation magnitudes now, rounded to 6 significant digits."""
         with torch.no_grad():
-            values = {
+            return rounded_snapshot({
                 "operation_weights": self.parameters.operation_weights(),
                 "probability": self.parameters.probability,
                 "operation_magnitudes": self.parameters.magnitudes,
-            }
-            return {key: [float(f"{v:.6g}") for v in value.detach().cpu().flatten().tolist()] for key, value in values.items()}
+            })
 
     def summary(self, count: int) -> str:
         """``top: Op weight (m magnitude), ...; p probability``: the ``count`` heaviest operations."""

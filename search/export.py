@@ -33,15 +33,19 @@ def ranked_sub_policies(augmentation: AugmentationParameters, count: int) -> lis
     return [(*SUB_POLICIES[index], float(weights[index])) for index in order.tolist()]
 
 
+def rounded_snapshot(values: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Each tensor flat, rounded to 6 significant digits: a history entry of any method."""
+    return {key: [float(f"{v:.6g}") for v in value.detach().cpu().flatten().tolist()] for key, value in values.items()}
+
+
 def epoch_snapshot(augmentation: AugmentationParameters) -> dict[str, list[float]]:
     """The sub-policy weights, probabilities and magnitudes now, flat, rounded to 6 significant digits."""
     with torch.no_grad():
-        values = {
+        return rounded_snapshot({
             "sub_policy_weights": augmentation.sub_policy_weights(),
             "probabilities": augmentation.probabilities,
             "magnitudes": augmentation.magnitudes,
-        }
-        return {key: [float(f"{v:.6g}") for v in value.detach().cpu().flatten().tolist()] for key, value in values.items()}
+        })
 
 
 def history_tensors(

@@ -18,8 +18,9 @@ that kind in any of the replicates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -54,11 +55,14 @@ class NoiseFloor:
         """The result JSON's ``noise_floor`` metadata."""
         return asdict(self)
 
+    START: ClassVar[dict[str, float]] = BAND_START
+    """The search's start per kind, the centre of the bands."""
+
     def outside(self, weights: torch.Tensor, probabilities: torch.Tensor, magnitudes: torch.Tensor) -> dict[str, int]:
-        """How many sub-policy weights, probabilities and magnitudes lie outside their band."""
+        """How many weights, probabilities and magnitudes lie outside their band around :attr:`START`."""
         found = {"weight": weights, "probability": probabilities, "magnitude": magnitudes}
         return {
-            kind: int(((values.detach().double().cpu() - BAND_START[kind]).abs() > getattr(self, kind)).sum())
+            kind: int(((values.detach().double().cpu() - self.START[kind]).abs() > getattr(self, kind)).sum())
             for kind, values in found.items()
         }
 
@@ -84,23 +88,45 @@ def null_pass_floor(
         replicates: null passes (default: :data:`MAX_REPLICATES`, fewer for
             long searches so that about 10,000 steps are replayed, at least 2).
     """
-    if not objective or any(len(summary) != QUANTILE_COUNT for summary in objective):
-        raise ValueError(f"objective must hold {QUANTILE_COUNT} quantiles per epoch, got {objective!r:.200}")
-    if not draws_per_step or min(draws_per_step) < 1:
-        raise ValueError(f"draws_per_step must be positive counts, got {draws_per_step!r}")
-    steps = len(objective) * len(draws_per_step)
-    if replicates is None:
-        replicates = max(2, min(MAX_REPLICATES, _REPLICATE_BUDGET // steps))
-    widths = {kind: 0.0 for kind in BAND_START}
-    for replicate in range(replicates):
-        moved = _null_replicate(objective, draws_per_step, estimator, arch_lr, temperature, _seed(seed, replicate))
-        widths = {kind: max(widths[kind], moved[kind]) for kind in widths}
+    widths, replicates, steps = replayed_widths(
+        objective, draws_per_step, "draws_per_step", seed, replicates,
+        lambda replicate_seed: _null_replicate(objective, draws_per_step, estimator, arch_lr, temperature, replicate_seed),
+    )
     method = (
         f"null pass: {replicates} replays of the {steps} policy updates (same draws per step, estimator, Adam, "
         f"temperature) with objective values drawn from each epoch's recorded values independently of the draw; "
         f"band = largest distance from the start over the parameters and replays"
     )
     return NoiseFloor(widths["weight"], widths["probability"], widths["magnitude"], steps, method)
+
+
+def replayed_widths(
+    objective: list[list[float]],
+    per_step: list[int],
+    what: str,
+    seed: int,
+    replicates: int | None,
+    replay: Callable[[int], dict[str, float]],
+) -> tuple[dict[str, float], int, int]:
+    """Every method's null pass: the inputs checked, then the widest distance per kind over ``replicates`` replays.
+
+    ``per_step`` (called ``what`` in errors) holds one positive count per step of an
+    epoch; ``replay(seed)`` runs one replicate and returns its largest distance from the
+    start per kind. Returns the widths, the replicates (default: :data:`MAX_REPLICATES`,
+    fewer for long searches so that about 10,000 steps are replayed, at least 2) and the steps.
+    """
+    if not objective or any(len(summary) != QUANTILE_COUNT for summary in objective):
+        raise ValueError(f"objective must hold {QUANTILE_COUNT} quantiles per epoch, got {objective!r:.200}")
+    if not per_step or min(per_step) < 1:
+        raise ValueError(f"{what} must be positive counts, got {per_step!r}")
+    steps = len(objective) * len(per_step)
+    if replicates is None:
+        replicates = max(2, min(MAX_REPLICATES, _REPLICATE_BUDGET // steps))
+    widths = dict.fromkeys(BAND_START, 0.0)
+    for replicate in range(replicates):
+        moved = replay(_seed(seed, replicate))
+        widths = {kind: max(widths[kind], moved[kind]) for kind in widths}
+    return widths, replicates, steps
 
 
 def _seed(*entropy: int) -> int:

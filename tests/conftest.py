@@ -120,3 +120,20 @@ def stopping_after_a_checkpoint():
     """A context manager: inside it, a search is interrupted (KeyboardInterrupt) right after it
     saves its first checkpoint, as by Ctrl-C at that moment."""
     return _stopping_after_a_checkpoint
+
+
+def _load_bench_script(name: str):
+    """``bench/NAME.py`` imported as a module (the bench scripts are not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    """Imports a script of bench/ by name: ``bench_script("digits_demo")``."""
+    return _load_bench_script

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 import struct
@@ -15,15 +14,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-DEMO = Path(__file__).resolve().parents[1] / "bench" / "digits_demo.py"
-
 
 @pytest.fixture(scope="module")
-def demo():
-    spec = importlib.util.spec_from_file_location("digits_demo", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def demo(bench_script):
+    return bench_script("digits_demo")
 
 
 def test_the_digits_are_written_as_a_stratified_image_folder(demo, tmp_path) -> None:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "method_comparison.py"
-
 
 @pytest.fixture(scope="module")
-def comparison():
-    spec = importlib.util.spec_from_file_location("method_comparison", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def comparison(bench_script):
+    return bench_script("method_comparison")
 
 
 @pytest.fixture

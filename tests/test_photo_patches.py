@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +9,12 @@ import pytest
 import skimage.data as skimage_data
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "photo_patches.py"
 PHOTOS = ("astronaut", "camera", "coins")  # colour, grayscale, and a photo that is not square
 
 
 @pytest.fixture(scope="module")
-def patches():
-    spec = importlib.util.spec_from_file_location("photo_patches", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def patches(bench_script):
+    return bench_script("photo_patches")
 
 
 def corners(folder: Path) -> list[tuple[int, int]]:
