@@ -15,7 +15,6 @@ can be compared with the other draws of the same image (:mod:`.compact_step`).
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +27,10 @@ from dada_transforms.policy import MAX_SUB_POLICIES, Policy
 from .distributed import SINGLE, Processes
 from .drawn_operations import AugmentedBatch, augmented_batch
 from .relax import clamped_probabilities
+from .settings import MAX_OPERATIONS
 from .space import OPERATION_MIRRORED
 
 OPERATION_COUNT = len(OPERATION_NAMES)
-MAX_OPERATIONS = int(math.log(MAX_SUB_POLICIES) / math.log(OPERATION_COUNT))
-"""The most operations per image whose every ordered tuple fits in a policy file (15 ** 2 = 225 <= 1024 < 15 ** 3)."""
 _ALL_KINDS = tuple(range(OPERATION_COUNT))
 _MIRRORED = OPERATION_MIRRORED.tolist()
 

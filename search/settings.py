@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from dada_transforms.ops import OPERATION_NAMES
+from dada_transforms.policy import MAX_SUB_POLICIES
 
 DATASETS = (
     "cifar10",
@@ -155,6 +156,8 @@ class SearchSettings:
         return cls(**data)
 
 
+MAX_OPERATIONS = int(math.log(MAX_SUB_POLICIES) / math.log(len(OPERATION_NAMES)))
+"""The most operations per image (compact) whose every ordered tuple fits in a policy file (15 ** 2 = 225 <= 1024 < 15 ** 3)."""
 ADDED_SETTINGS = {"export": "top-k", "method": "published", "draws": 4, "operations": 2, "objective": "unrolled"}
 """Settings added after checkpoint format 4, with the value every older search (checkpoint or result) was made with."""
 
@@ -244,7 +247,10 @@ def resolve_settings(
     if method == "compact":
         draws = _integer(draws, "draws of the compact method (its leave-one-out baseline needs two)", 2)
     draws = _integer(draws, "draws", 1)
-    operations = _integer(operations, "operations", 1)
+    operations = _integer(
+        operations, f"operations ({len(OPERATION_NAMES)}^N ordered tuples must fit a policy file's {MAX_SUB_POLICIES} "
+        f"sub-policies)", 1, MAX_OPERATIONS,
+    )
     choices = SUB_POLICY_COUNT if method == "published" else len(OPERATION_NAMES) ** operations  # compact: N-tuples
     default_top_k, default_export = export_defaults(method, operations)
     top_k = default_top_k if top_k is None else top_k

@@ -38,7 +38,8 @@ def test_the_method_settings_default_to_the_published_search() -> None:
         ({"method": "compact", "draws": 1}, "draws of the compact method (its leave-one-out baseline needs two) must be an integer >= 2, got 1"),
         ({"draws": 0}, "draws must be an integer >= 1, got 0"),
         ({"draws": 2.5}, "draws must be an integer >= 1, got 2.5"),
-        ({"operations": 0}, "operations must be an integer >= 1, got 0"),
+        ({"operations": 0}, "operations (15^N ordered tuples must fit a policy file's 1024 sub-policies) must be an integer in [1, 2], got 0"),
+        ({"method": "compact", "operations": 3}, "operations (15^N ordered tuples must fit a policy file's 1024 sub-policies) must be an integer in [1, 2], got 3"),  # 15 ** 3 tuples
         ({"objective": "greedy"}, "objective must be one of unrolled, adversarial, got 'greedy'"),
         ({"top_k": 106}, "top-k must be an integer in [1, 105], got 106"),
         ({"method": "compact", "top_k": 226}, "top-k must be an integer in [1, 225], got 226"),  # 15 x 15 ordered pairs
@@ -55,7 +56,8 @@ def test_bad_method_settings_are_clear_errors(options, message) -> None:
     [
         (["--method", "dada"], "argument --method: invalid choice: 'dada'"),
         (["--method", "compact", "--draws", "1"], "error: draws of the compact method (its leave-one-out baseline needs two)"),
-        (["--operations", "0"], "error: operations must be an integer >= 1, got 0"),
+        (["--operations", "0"], "error: operations (15^N ordered tuples must fit a policy file's 1024 sub-policies) must be an integer in [1, 2], got 0"),
+        (["--method", "compact", "--operations", "3"], "error: operations (15^N ordered tuples must fit a policy file's 1024 sub-policies) must be an integer in [1, 2], got 3"),
         (["--objective", "greedy"], "argument --objective: invalid choice: 'greedy'"),
     ],
 )
